@@ -31,6 +31,19 @@ from torch import Tensor
 SUPPRESSED_BELOW = 1e-3
 """Gate value below which a sample counts as suppressed."""
 
+METRIC_KEYS: tuple[str, ...] = (
+    "trust_weight_mean",
+    "trust_weight_min",
+    "dead_fraction",
+    "suppressed_fraction",
+    "ess",
+    "log_ratio_abs_mean",
+    "log_ratio_abs_p95",
+    "approx_kl",
+    "ratio_mean",
+)
+"""Keys of :func:`utilization_metrics`, in order."""
+
 _QUANTILE_MAX_ELEMENTS = 2**24  # torch.quantile's input limit
 
 

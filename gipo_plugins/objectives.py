@@ -91,10 +91,10 @@ class _Batch:
     mask: Tensor  # bool, log_prob's shape
 
 
-def _prepare(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor | None) -> _Batch:
+def _prepare(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor | None, mask: Tensor | None) -> _Batch:
     log_prob = as_float_tensor("log_prob", log_prob)
     old_log_prob = as_float_tensor("old_log_prob", old_log_prob)
-    advantages = as_float_tensor("advantages", advantages)
+    advantages = log_prob.new_zeros(()) if advantages is None else as_float_tensor("advantages", advantages)
     shape = log_prob.shape
     check_broadcasts_to("old_log_prob", old_log_prob, shape, "log_prob")
     check_broadcasts_to("advantages", advantages, shape, "log_prob")
@@ -201,7 +201,8 @@ def gipo_objective(
     return _finish(batch, term, torch.exp(log_w), grad_weight, reduction)
 
 
-def _clip_range(clip_epsilon: float | tuple[float, float]) -> tuple[float, float]:
+def _clip_range(clip_epsilon: float | Tensor | tuple) -> tuple[float | Tensor, float | Tensor]:
+    """``(low, high)`` from ``ε`` or ``(ε_low, ε_high)``; floats or tensors (e.g. scheduled buffers)."""
     if isinstance(clip_epsilon, tuple | list):
         if len(clip_epsilon) != 2:
             raise ValueError(f"clip_epsilon must be a float or a (low, high) pair, got {clip_epsilon!r}")
@@ -210,9 +211,13 @@ def _clip_range(clip_epsilon: float | tuple[float, float]) -> tuple[float, float
         low = high = clip_epsilon
     check_positive("clip_epsilon", low)
     check_positive("clip_epsilon", high)
+    if isinstance(low, Tensor):
+        if not torch.compiler.is_compiling() and bool((low >= 1).any()):
+            raise ValueError("clip_epsilon low must be < 1 so that 1 - low > 0")
+        return low, high
     if low >= 1:
         raise ValueError(f"clip_epsilon low must be < 1 so that 1 - low > 0, got {low!r}")
-    return float(low), float(high)
+    return float(low), high if isinstance(high, Tensor) else float(high)
 
 
 def ppo_clip_objective(
@@ -221,7 +226,7 @@ def ppo_clip_objective(
     advantages: Tensor,
     mask: Tensor | None = None,
     *,
-    clip_epsilon: float | tuple[float, float] = 0.2,
+    clip_epsilon: float | Tensor | tuple[float, float] = 0.2,
     reduction: Reduction = "mean",
 ) -> ObjectiveResult:
     r"""PPO's clipped surrogate :math:`-\min(rA,\ \mathrm{clip}(r, 1-\epsilon_l, 1+\epsilon_h)A)`.
@@ -239,7 +244,7 @@ def ppo_clip_objective(
     ratio = _capped_exp(batch.log_ratio)
     adv = batch.advantages
     dead = ((adv > 0) & (ratio > 1 + high)) | ((adv < 0) & (ratio < 1 - low))
-    clipped = ratio.detach().clamp(1 - low, 1 + high)
+    clipped = torch.minimum(torch.maximum(ratio.detach(), 1 - torch.as_tensor(low)), 1 + torch.as_tensor(high))
     term = -torch.where(dead, clipped * adv, ratio * adv)
     gate = (~dead).to(ratio.dtype)
     return _finish(batch, term, gate, gate * ratio.detach(), reduction)
@@ -292,6 +297,32 @@ def is_objective(
     ratio = _capped_exp(batch.log_ratio)
     term = -ratio * batch.advantages
     return _finish(batch, term, torch.ones_like(ratio), ratio.detach(), reduction)
+
+
+def behaviour_kl(
+    log_prob: Tensor,
+    old_log_prob: Tensor,
+    mask: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Differentiable sample estimate of :math:`\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)` for a KL penalty.
+
+    With samples drawn from :math:`\pi_{old}` and :math:`\ell = \log\pi_\theta - \log\pi_{old}`, the
+    "k3" estimator :math:`(e^{\ell} - 1) - \ell \ge 0` is unbiased, and its gradient
+    :math:`(r - 1)\nabla\log\pi_\theta` pulls :math:`r` back towards 1. It works for any distribution
+    (only log-probs are needed). :math:`e^{\ell}` is capped as in the objectives, so it stays finite.
+
+    Args and errors as :func:`gipo_objective` (without ``advantages``).
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    batch = _prepare(log_prob, old_log_prob, None, mask)
+    per_element = torch.where(batch.mask, _capped_exp(batch.log_ratio) - 1 - batch.log_ratio, 0.0)
+    if reduction == "mean":
+        return per_element.sum() / batch.mask.sum()
+    if reduction == "sum":
+        return per_element.sum()
+    return per_element
 
 
 ObjectiveFn = Callable[..., ObjectiveResult]
@@ -365,10 +396,20 @@ class PolicyObjective:
         mask: Tensor | None = None,
         *,
         reduction: Reduction = "mean",
-        sigma: float | Tensor | None = None,
+        **overrides: object,
     ) -> ObjectiveResult:
-        """Evaluate the selected objective; ``sigma`` overrides the stored one (e.g. a scheduled buffer)."""
+        """Evaluate the selected objective.
+
+        ``overrides`` replace stored hyperparameters by their argument names (``sigma``,
+        ``sigma_neg_ratio``, ``kernel``, ``clip_epsilon``, ``tau_pos``, ``tau_neg``), e.g. a scheduled
+        ``sigma`` buffer; those the selected objective does not take are ignored.
+        """
+        unknown = set(overrides) - _HYPERPARAMETERS
+        if unknown:
+            raise TypeError(f"unknown hyperparameter override(s) {sorted(unknown)}; known: {sorted(_HYPERPARAMETERS)}")
         kwargs = self.kwargs()
-        if sigma is not None and self.name == "gipo":
-            kwargs["sigma"] = sigma
+        kwargs.update((k, v) for k, v in overrides.items() if k in kwargs)
         return get_objective(self.name)(log_prob, old_log_prob, advantages, mask, reduction=reduction, **kwargs)
+
+
+_HYPERPARAMETERS = frozenset({"sigma", "sigma_neg_ratio", "kernel", "clip_epsilon", "tau_pos", "tau_neg"})

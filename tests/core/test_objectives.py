@@ -10,6 +10,7 @@ import torch
 from gipo_plugins import (
     OBJECTIVES,
     PolicyObjective,
+    behaviour_kl,
     get_objective,
     gipo_objective,
     is_objective,
@@ -243,3 +244,22 @@ def test_works_under_torch_compile_fullgraph():
     compiled = torch.compile(lambda lp, old, adv: gipo_objective(lp, old, adv, sigma=0.5).loss, fullgraph=True)
     log_prob, old, adv = torch.randn(32), torch.randn(32), torch.randn(32)
     torch.testing.assert_close(compiled(log_prob, old, adv), gipo_objective(log_prob, old, adv, sigma=0.5).loss)
+
+
+def test_behaviour_kl_estimator():
+    log_prob = torch.tensor([0.0, 0.5, -0.5, 1e4], requires_grad=True)
+    kl = behaviour_kl(log_prob, torch.zeros(4), mask=torch.tensor([1, 1, 1, 0]))
+    expected = ((math.exp(0.5) - 1.5) + (math.exp(-0.5) - 0.5)) / 3
+    assert kl.item() == pytest.approx(expected, rel=1e-6)
+    (grad,) = torch.autograd.grad(kl, log_prob)
+    torch.testing.assert_close(grad, torch.tensor([0.0, math.expm1(0.5), math.expm1(-0.5), 0.0]) / 3)
+    extreme = behaviour_kl(torch.tensor([1e4, -1e4]), torch.zeros(2))
+    assert torch.isfinite(extreme)
+
+
+def test_clip_epsilon_may_be_a_tensor():
+    log_prob, advantages = torch.tensor([0.3, -0.3]), torch.tensor([1.0, -1.0])
+    as_float = ppo_clip_objective(log_prob, torch.zeros(2), advantages, clip_epsilon=0.2)
+    as_tensor = ppo_clip_objective(log_prob, torch.zeros(2), advantages, clip_epsilon=torch.tensor(0.2))
+    torch.testing.assert_close(as_float.per_element, as_tensor.per_element)
+    torch.testing.assert_close(as_float.gate, as_tensor.gate)

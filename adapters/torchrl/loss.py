@@ -1,0 +1,224 @@
+"""``GIPOLoss``: a drop-in for TorchRL's ``ClipPPOLoss`` whose surrogate comes from the core."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+from tensordict.nn import dispatch
+
+from gipo_plugins import PolicyObjective, behaviour_kl
+from gipo_plugins.diagnostics import METRIC_KEYS
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
+
+
+class GIPOLoss(ClipPPOLoss):
+    r"""GIPO loss: PPO with the hard clip replaced by a detached trust weight on the log-ratio.
+
+    With :math:`\ell = \log\pi_\theta(a|s) - \log\pi_{old}(a|s)` and :math:`r = e^{\ell}`:
+
+    .. math::
+        w = k(\mathrm{sg}[\ell] / \sigma_{eff}), \qquad
+        \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\big((r - 1) - \ell\big)]
+
+    where :math:`k` is a Gaussian (default), Laplacian or Cauchy kernel, :math:`\sigma_{eff} = \sigma`
+    for :math:`A > 0` and :math:`\sigma\cdot\text{sigma\_neg\_ratio}` otherwise, and the optional
+    bracket is a KL penalty :math:`\beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)` (k3 estimator) to the
+    behaviour policy. The formula lives in :func:`gipo_plugins.gipo_objective`; this class maps
+    TorchRL's keys and outputs onto it.
+
+    Everything else is :class:`~torchrl.objectives.ClipPPOLoss`: constructor arguments, tensordict
+    keys and :meth:`set_keys`, value estimators (GAE by default), advantage normalisation,
+    ``reduction``, loss masks, composite action distributions, ``functional``, the entropy bonus and
+    the critic loss.
+
+    Args:
+        actor_network (ProbabilisticTensorDictSequential): policy operator.
+        critic_network (ValueOperator): value operator.
+
+    Keyword Args:
+        sigma (float, optional): the kernel scale :math:`\sigma > 0`; a schedulable buffer.
+            Defaults to ``1.0`` (the paper's "GIPO (1.0, 1.0)").
+        sigma_neg_ratio (float, optional): :math:`\sigma_-/\sigma_+` for non-positive advantages
+            (``0.5`` is the reference code's advantage-aware variant). Defaults to ``1.0``.
+        kernel (str, optional): ``"gaussian"``, ``"laplacian"`` or ``"cauchy"``. Defaults to ``"gaussian"``.
+        objective (str, optional): ``"gipo"`` (default), ``"ppo_clip"``, ``"sapo"`` or ``"is"``, to
+            A/B the surrogate with everything else fixed. ``"ppo_clip"`` uses ``clip_epsilon``.
+        kl_coeff (float, optional): coefficient :math:`\beta \ge 0` of the KL penalty to the behaviour
+            policy, folded into ``loss_objective`` and reported as ``"kl"``; a schedulable buffer.
+            ``None`` (default) disables it.
+        sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (``objective="sapo"``).
+        clip_epsilon (scalar or tuple, optional): PPO's clip range; used by ``objective="ppo_clip"``,
+            by the value clip and by the ``clip_fraction`` diagnostic. Defaults to ``0.2``.
+        **kwargs: every other :class:`~torchrl.objectives.ClipPPOLoss` keyword argument.
+
+    Outputs (besides ClipPPOLoss's ``loss_objective``, ``clip_fraction``, ``entropy``,
+    ``loss_entropy``, ``loss_critic``, ``ESS``, ``kl_approx``, ``max_ratio``, ``mean_ratio``):
+    ``kl`` (with ``kl_coeff``) and the core's diagnostics ``trust_weight_mean``,
+    ``trust_weight_min``, ``dead_fraction``, ``suppressed_fraction``, ``ess`` (of the gradient weights
+    :math:`u = w\,r`; ClipPPOLoss's ``ESS`` is that of the raw ratios), ``log_ratio_abs_mean``,
+    ``log_ratio_abs_p95``, ``approx_kl`` and ``ratio_mean``.
+
+    Examples:
+        >>> from gipo_plugins.torchrl import GIPOLoss
+        >>> loss_module = GIPOLoss(actor, critic, sigma=1.0, entropy_coeff=0.0)
+        >>> loss_module.make_value_estimator(ValueEstimators.GAE, gamma=0.99, lmbda=0.95)
+        >>> losses = loss_module(data)
+        >>> loss = losses["loss_objective"] + losses["loss_critic"]
+
+    .. note::
+        With ``delay_actor`` or ``max_importance_ratio`` the trust weight acts on the full behaviour
+        ratio :math:`\pi_\theta / \pi_{behav}` that weights the surrogate.
+    """
+
+    _schedulable_buffers = frozenset({"sigma", "kl_coeff"})
+
+    def __init__(
+        self,
+        actor_network=None,
+        critic_network=None,
+        *,
+        sigma: float = 1.0,
+        sigma_neg_ratio: float = 1.0,
+        kernel: str = "gaussian",
+        objective: str = "gipo",
+        kl_coeff: float | None = None,
+        sapo_tau_pos: float = 1.0,
+        sapo_tau_neg: float = 1.05,
+        clip_epsilon: float | tuple[float, float] = 0.2,
+        **kwargs: Any,
+    ):
+        policy_objective = PolicyObjective(
+            objective,
+            sigma=sigma,
+            sigma_neg_ratio=sigma_neg_ratio,
+            kernel=kernel,
+            clip_epsilon=clip_epsilon,
+            sapo_tau_pos=sapo_tau_pos,
+            sapo_tau_neg=sapo_tau_neg,
+        )
+        if kl_coeff is not None and not (math.isfinite(kl_coeff) and kl_coeff >= 0):
+            raise ValueError(f"kl_coeff must be None or a finite number >= 0, got {kl_coeff!r}")
+        super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
+        self.policy_objective = policy_objective
+        device = self._clip_epsilon_buffers()[0].device
+        self.register_buffer("sigma", torch.tensor(float(sigma), device=device))
+        if kl_coeff is None:
+            self.kl_coeff = None
+        else:
+            self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff), device=device))
+
+    def _clip_epsilon_buffers(self) -> tuple[torch.Tensor, ...]:
+        if self._asymmetric_clip:
+            return self.clip_epsilon_low, self.clip_epsilon_high
+        return (self.clip_epsilon,)
+
+    @property
+    def out_keys(self):
+        if self._out_keys is None:
+            keys = list(ClipPPOLoss.out_keys.fget(self))
+            if self.kl_coeff is not None:
+                keys.append("kl")
+            self._out_keys = keys + [k for k in METRIC_KEYS if k not in keys]
+        return self._out_keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        self._out_keys = values
+
+    def _input_mask(self, tensordict: TensorDictBase, like: torch.Tensor) -> torch.Tensor | None:
+        """The loss mask :meth:`_reduce_loss` will apply, expanded to ``like`` (``None`` if absent)."""
+        mask = None
+        for key in self._loss_mask_keys():
+            found = tensordict.get(key, default=None)
+            if found is not None:
+                found = self._expand_loss_mask(found, like)
+                mask = found if mask is None else mask & found
+        return mask
+
+    def _advantage(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, bool]:
+        advantage = tensordict.get(self.tensor_keys.advantage, None, as_padded_tensor=True)
+        update_norm = advantage is None
+        if advantage is None:
+            if self.critic_network is None:
+                raise RuntimeError("Critic network is not specified, cannot compute advantage within forward.")
+            self.value_estimator(
+                tensordict,
+                params=self._cached_critic_network_params_detached,
+                target_params=self.target_critic_network_params,
+            )
+            advantage = tensordict.get(self.tensor_keys.advantage)
+        return self._maybe_normalize_advantage(advantage, tensordict, update_norm=update_norm)
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = tensordict.clone(False)
+        advantage = self._advantage(tensordict)
+        log_weight, dist, kl_approx, log_is_weight = self._log_weight(tensordict, adv_shape=advantage.shape[:-1])
+        advantage = _broadcast_advantage_to_log_weight(advantage, log_weight)
+        _check_advantage_broadcast(advantage, log_weight)
+        log_behav_weight = log_weight if log_is_weight is None else log_weight + log_is_weight
+        zero = log_behav_weight.new_zeros(())
+        mask = self._input_mask(tensordict, log_behav_weight)
+
+        clip_epsilon = self._clip_epsilon_buffers()
+        result = self.policy_objective(
+            log_behav_weight,
+            zero,
+            advantage,
+            mask,
+            reduction="none",
+            sigma=self.sigma,
+            clip_epsilon=clip_epsilon if len(clip_epsilon) == 2 else clip_epsilon[0],
+        )
+        loss_objective = result.per_element
+        td_out = TensorDict()
+        if self.kl_coeff is not None:
+            kl = behaviour_kl(log_behav_weight, zero, mask, reduction="none")
+            loss_objective = loss_objective + self.kl_coeff * kl
+            td_out.set("kl", kl.detach().sum() / result.mask.sum())
+        td_out.set("loss_objective", loss_objective)
+
+        with torch.no_grad():  # ClipPPOLoss's own diagnostics, computed as it does
+            lw = log_behav_weight.squeeze(-1)
+            td_out.set("ESS", (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / log_weight.shape[0])
+            low, high = self._clip_bounds
+            td_out.set("clip_fraction", ((log_weight < low) | (log_weight > high)).to(log_weight.dtype).mean())
+            td_out.set("kl_approx", kl_approx.detach().mean())
+            ratio = log_behav_weight.exp()
+            td_out.set("max_ratio", ratio.max())
+            td_out.set("mean_ratio", ratio.mean())
+        for key, value in result.metrics.items():
+            td_out.set(key, value)
+
+        if self.entropy_bonus:
+            entropy = self._get_entropy(dist, adv_shape=advantage.shape[:-1])
+            if is_tensor_collection(entropy):
+                td_out.set("composite_entropy", entropy.detach())
+                td_out.set("entropy", _sum_td_features(entropy).detach().mean())
+            else:
+                td_out.set("entropy", entropy.detach().mean())
+            td_out.set("loss_entropy", self._weighted_loss_entropy(entropy))
+        if self._has_critic:
+            loss_critic, value_clip_fraction, explained_variance = self.loss_critic(tensordict)
+            td_out.set("loss_critic", loss_critic)
+            if value_clip_fraction is not None:
+                td_out.set("value_clip_fraction", value_clip_fraction)
+            if explained_variance is not None:
+                td_out.set("explained_variance", explained_variance)
+
+        td_out = td_out.named_apply(
+            lambda name, value: self._reduce_loss(value, tensordict).squeeze(-1) if name.startswith("loss_") else value,
+        )
+        self._clear_weakrefs(
+            tensordict,
+            td_out,
+            "actor_network_params",
+            "critic_network_params",
+            "target_actor_network_params",
+            "target_critic_network_params",
+        )
+        return td_out
