@@ -1,0 +1,52 @@
+"""Meta-World tasks as RLlib envs: ``"metaworld/<task>"`` ids and a success metric."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.tune.registry import register_env
+
+ENV_PREFIX = "metaworld/"
+
+
+def _create(task: str):
+    def creator(env_config):
+        from gipo_plugins.metaworld import make_metaworld_env
+
+        # Distinct, reproducible goal sequences per env runner and sub-env.
+        seed = int(env_config.get("seed", 0)) + 1000 * getattr(env_config, "worker_index", 0)
+        seed += getattr(env_config, "vector_index", 0)
+        return make_metaworld_env(task, seed=seed, max_episode_steps=int(env_config.get("max_episode_steps", 500)))
+
+    return creator
+
+
+def register_metaworld_envs(tasks: Iterable[str] | None = None) -> list[str]:
+    """Register ``"metaworld/<task>"`` with RLlib/Tune for each task (default: all 50 MT50 tasks).
+
+    ``env_config`` keys: ``seed`` (base seed; runner ``i`` sub-env ``j`` uses ``seed + 1000 i + j``)
+    and ``max_episode_steps`` (default 500). Call before ``ray.init`` or after: Tune's registry
+    reaches remote env runners either way. Returns the registered ids.
+    """
+    if tasks is None:
+        from gipo_plugins.metaworld import metaworld_tasks
+
+        tasks = metaworld_tasks()
+    ids = []
+    for task in tasks:
+        register_env(ENV_PREFIX + task, _create(task))
+        ids.append(ENV_PREFIX + task)
+    return ids
+
+
+class MetaWorldSuccess(RLlibCallback):
+    """Logs ``episode_success`` (1 if ``info["success"]`` was ever 1 in the episode) per finished episode.
+
+    Appears in results as ``env_runners/episode_success`` (mean over the reporting window).
+    """
+
+    def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:
+        chunks = [*(prev_episode_chunks or []), episode]
+        success = max((float(info.get("success", 0.0)) for chunk in chunks for info in chunk.get_infos()), default=0.0)
+        metrics_logger.log_value("episode_success", success, reduce="mean", window=100)

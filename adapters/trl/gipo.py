@@ -1,0 +1,130 @@
+"""``GIPOConfig`` and ``GIPOTrainer``: GRPO's trainer with GIPO's per-token policy term."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from gipo_plugins import PolicyObjective
+from trl import GRPOConfig, GRPOTrainer
+
+AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+_SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides these by the accumulation steps
+
+
+@dataclass
+class GIPOConfig(GRPOConfig):
+    r"""[`~trl.GRPOConfig`] with GIPO's settings; ``loss_type="gipo"`` is the default.
+
+    With ``loss_type="gipo"`` the per-token policy term is GIPO's
+    :math:`-\,r\,A\,\mathrm{sg}[w]`, :math:`w = k(\log r / \sigma_{eff})` (see
+    :func:`gipo_plugins.gipo_objective`), aggregated like TRL's ``gipo_aggregation`` loss type. Any
+    other ``loss_type`` (``"grpo"``, ``"dapo"``, ``"sapo"``, ...) runs TRL's own loss unchanged, so one
+    config A/Bs GIPO against them. GIPO differs from GRPO only on stale data: use
+    ``num_iterations > 1`` or ``steps_per_generation > gradient_accumulation_steps``.
+    """
+
+    loss_type: str = field(
+        default="gipo",
+        metadata={
+            "help": "Policy loss. 'gipo' (default): GIPO's trust-weighted importance sampling, aggregated as "
+            "`gipo_aggregation`. Any GRPOConfig loss type ('grpo', 'dapo', 'sapo', 'bnpo', 'dr_grpo', 'cispo', "
+            "'luspo', 'vespo') runs TRL's own loss."
+        },
+    )
+    gipo_sigma: float = field(
+        default=1.0,
+        metadata={"help": "GIPO kernel scale sigma > 0 (1.0 is the paper's 'GIPO (1.0, 1.0)')."},
+    )
+    gipo_sigma_neg_ratio: float = field(
+        default=1.0,
+        metadata={"help": "sigma_-/sigma_+ for non-positive advantages (0.5: the advantage-aware variant)."},
+    )
+    gipo_kernel: str = field(
+        default="gaussian",
+        metadata={"help": "GIPO trust-weight kernel: 'gaussian', 'laplacian' or 'cauchy'."},
+    )
+    gipo_aggregation: str = field(
+        default="dapo",
+        metadata={
+            "help": "Which TRL loss type's token aggregation/normalisation GIPO uses: 'dapo' (default, token "
+            "sum over the generation batch), 'grpo', 'bnpo', 'dr_grpo' or 'luspo'."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_type != "gipo":
+            return
+        self.policy_objective  # validates sigma, sigma_neg_ratio and kernel
+        if self.gipo_aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown gipo_aggregation {self.gipo_aggregation!r}; choose one of {AGGREGATIONS}")
+        if self.off_policy_mask_threshold is not None:
+            raise ValueError("off_policy_mask_threshold cannot be combined with loss_type='gipo'")
+        if self.use_liger_kernel:
+            raise ValueError("use_liger_kernel bypasses the GRPO loss path; it cannot be used with loss_type='gipo'")
+
+    @property
+    def policy_objective(self) -> PolicyObjective:
+        return PolicyObjective(
+            "gipo", sigma=self.gipo_sigma, sigma_neg_ratio=self.gipo_sigma_neg_ratio, kernel=self.gipo_kernel
+        )
+
+
+class GIPOTrainer(GRPOTrainer):
+    r"""[`~trl.GRPOTrainer`] whose per-token policy term is GIPO's when ``args.loss_type == "gipo"``.
+
+    How it plugs in, touching as little of TRL as possible: the loss runs TRL's own
+    ``gipo_aggregation`` path with the clip range opened (:math:`\epsilon = \infty`, so the per-token
+    term is :math:`-rA`), and TRL's per-token multiplicative mask hook (``get_off_policy_mask``)
+    returns the core's detached trust weight :math:`w`, giving :math:`-\,r\,A\,w`. Everything else is
+    TRL's: aggregation and normalisation, token- or sequence-level importance sampling (``w`` is then
+    computed on the sequence log-ratio), the ``beta`` KL term, ``num_iterations`` /
+    ``steps_per_generation`` and the logging. The core's diagnostics are logged as
+    ``gipo/<name>`` (``gipo/trust_weight_mean``, ``gipo/dead_fraction``, ``gipo/ess`` ...) into
+    ``self._metrics``, and ``policy_loss`` is always logged.
+
+    With vLLM the weight uses the sampler's log-probs (``sampling_per_token_logps``) as the behaviour
+    policy; tokens it could not score get :math:`\ell = 0`.
+    """
+
+    args: GIPOConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._gipo = self.args.loss_type == "gipo"
+        if self._gipo:
+            if not isinstance(self.args, GIPOConfig):
+                raise ValueError("loss_type='gipo' needs a GIPOConfig")
+            self.policy_objective = self.args.policy_objective
+            self.loss_type = self.args.gipo_aggregation
+            self.epsilon_low = self.epsilon_high = math.inf
+            self.off_policy_mask_threshold = math.inf  # enables the per-token mask hook below
+
+    def get_off_policy_mask(self, advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold):
+        if not self._gipo:
+            return super().get_off_policy_mask(
+                advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold
+            )
+        log_prob = per_token_logps.detach()
+        old_log_prob = torch.where(torch.isnan(sampling_per_token_logps), log_prob, sampling_per_token_logps)
+        if self.importance_sampling_level == "sequence":
+            valid = mask.sum(-1, keepdim=True).clamp(min=1.0)
+            log_prob, old_log_prob = (((x * mask).sum(-1, keepdim=True) / valid) for x in (log_prob, old_log_prob))
+            mask = mask.sum(-1, keepdim=True) > 0
+        result = self.policy_objective(log_prob, old_log_prob, advantages, mask, reduction="none")
+        mode = "train" if self.model.training else "eval"
+        for key, value in result.metrics.items():
+            self._metrics[mode][f"gipo/{key}"].append(self.accelerator.gather(value).nanmean().item())
+        return result.gate.to(per_token_logps.dtype)
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        if not self._entropy_bonus_enabled and not self.aux_loss_enabled:  # TRL logs policy_loss only then
+            mode = "train" if self.model.training else "eval"
+            scale = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            policy_loss = loss.detach() * (scale if self.loss_type in (*_SCALED_FOR_ACCUMULATION, "sapo") else 1.0)
+            self._metrics[mode]["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
+        return loss
