@@ -74,7 +74,7 @@ def main() -> None:
     for size in args.sizes:
         td = make_batch(actor, losses["GIPOLoss"].tensor_keys.sample_log_prob, size, device)
         times = {name: [] for name in losses}
-        for name, module in losses.items():  # warm-up
+        for module in losses.values():  # warm-up
             step_time(module, td, 3, device)
         for _ in range(args.repeats):
             for name, module in losses.items():

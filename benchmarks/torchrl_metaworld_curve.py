@@ -61,7 +61,7 @@ def main() -> None:
     for (objective, seed), summary in zip(jobs, results, strict=True):
         points = [(r["frames"], r["eval_success_rate"]) for r in summary["history"] if "eval_success_rate" in r]
         rows += [{"objective": objective, "seed": seed, "frames": f, "eval_success_rate": s} for f, s in points]
-        ax.plot(*zip(*points), color=COLORS[objective], marker=".", label=f"{objective} seed {seed}")
+        ax.plot(*zip(*points, strict=True), color=COLORS[objective], marker=".", label=f"{objective} seed {seed}")
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"success rate ({args.eval_episodes} eval episodes)")
     ax.set_title(f"TorchRL on Meta-World {args.task}")

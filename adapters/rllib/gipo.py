@@ -102,7 +102,7 @@ class GIPOConfig(PPOConfig):
     def validate(self) -> None:
         super().validate()
         try:
-            self.policy_objective
+            _ = self.policy_objective  # constructing it validates
         except ValueError as error:
             self._value_error(f"GIPOConfig: {error} (sigma/sigma_neg_ratio/kernel are gipo_sigma/... here)")
 

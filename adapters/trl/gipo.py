@@ -58,7 +58,7 @@ class GIPOConfig(GRPOConfig):
         super().__post_init__()
         if self.loss_type != "gipo":
             return
-        self.policy_objective  # validates sigma, sigma_neg_ratio and kernel
+        _ = self.policy_objective  # constructing it validates sigma, sigma_neg_ratio and kernel
         if self.gipo_aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown gipo_aggregation {self.gipo_aggregation!r}; choose one of {AGGREGATIONS}")
         if self.off_policy_mask_threshold is not None:
