@@ -24,8 +24,9 @@ from torchrl.objectives import ClipPPOLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-from gipo_plugins.torchrl import GIPOLoss  # noqa: E402
 from torchrl_metaworld import make_actor_critic  # noqa: E402
+
+from gipo_plugins.torchrl import GIPOLoss  # noqa: E402
 
 
 def make_batch(actor, key: str, size: int, device: torch.device):

@@ -27,14 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
 
 
-def run(objective: str, seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
+def label(objective: str, sigma: float | None) -> str:
+    return objective if sigma is None else f"{objective} σ={sigma:g}"
+
+
+def run(objective: str, sigma: float | None, seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
     logdir = Path(args.workdir) / args.task
-    summary = logdir / f"{objective}_seed{seed}.json"
+    name = f"{objective}_seed{seed}" if sigma in (None, 1.0) else f"{objective}_sigma{sigma:g}_seed{seed}"
+    summary = logdir / f"{name}.json"
     if not summary.exists():  # resumable: finished runs are kept
         cmd = [
             sys.executable, str(ROOT / "examples/torchrl_metaworld.py"), "--task", args.task, "--objective", objective,
             "--seed", str(seed), "--total-frames", str(args.total_frames), "--eval-every", str(args.eval_every),
-            "--eval-episodes", str(args.eval_episodes), "--logdir", str(logdir), "--no-progress", *extra,
+            "--eval-episodes", str(args.eval_episodes), "--logdir", str(logdir), "--run-name", name, "--no-progress",
+            *(["--sigma", str(sigma)] if sigma is not None else []), *extra,
         ]  # fmt: skip
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -46,22 +52,31 @@ def main() -> None:
     p.add_argument("--task", default="reach-v3")
     p.add_argument("--objectives", nargs="+", default=["gipo", "ppo_clip"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--gipo-sigmas", type=float, nargs="+", default=[1.0], help="one GIPO run per sigma")
     p.add_argument("--total-frames", type=int, default=150_000)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--workdir", default="runs/torchrl_curve")
     args, extra = p.parse_known_args()
-    jobs = [(o, s) for o in args.objectives for s in args.seeds]
+    jobs = [
+        (o, sigma if o == "gipo" else None, s)
+        for o in args.objectives
+        for sigma in (args.gipo_sigmas if o == "gipo" else [None])
+        for s in args.seeds
+    ]
     with ThreadPoolExecutor(args.workers) as pool:
         results = list(pool.map(lambda job: run(*job, args, extra), jobs))
 
     rows = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (objective, seed), summary in zip(jobs, results, strict=True):
+    styles = ["-", "--", ":", "-."]
+    for (objective, sigma, seed), summary in zip(jobs, results, strict=True):
         points = [(r["frames"], r["eval_success_rate"]) for r in summary["history"] if "eval_success_rate" in r]
-        rows += [{"objective": objective, "seed": seed, "frames": f, "eval_success_rate": s} for f, s in points]
-        ax.plot(*zip(*points, strict=True), color=COLORS[objective], marker=".", label=f"{objective} seed {seed}")
+        name = label(objective, sigma)
+        rows += [{"run": name, "seed": seed, "frames": f, "eval_success_rate": s} for f, s in points]
+        style = styles[args.gipo_sigmas.index(sigma) % len(styles)] if objective == "gipo" else "-"
+        ax.plot(*zip(*points, strict=True), style, color=COLORS[objective], marker=".", label=f"{name} seed {seed}")
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"success rate ({args.eval_episodes} eval episodes)")
     ax.set_title(f"TorchRL on Meta-World {args.task}")
@@ -81,17 +96,19 @@ def main() -> None:
         f"# TorchRL on Meta-World {args.task}",
         "",
         f"Made by `python benchmarks/torchrl_metaworld_curve.py --total-frames {args.total_frames} "
-        f"--seeds {' '.join(map(str, args.seeds))} {' '.join(extra)}`: the example's defaults otherwise "
+        f"--seeds {' '.join(map(str, args.seeds))} --gipo-sigmas {' '.join(f'{x:g}' for x in args.gipo_sigmas)} "
+        f"{' '.join(extra)}`: the example's defaults otherwise "
         "(2000 frames per batch, 200-step episodes, 80 minibatch updates of 250 per batch, KL 0.1 to the "
         "behaviour policy for every objective, 1 torch thread per run).",
         "",
-        "| objective | seed | success at 0 frames | final success | wall time (s) |",
-        "|---|---:|---:|---:|---:|",
+        "| run | seed | success at 0 frames | best | mean of last 5 evals | final | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for (objective, seed), summary in zip(jobs, results, strict=True):
+    for (objective, sigma, seed), summary in zip(jobs, results, strict=True):
         evals = [r["eval_success_rate"] for r in summary["history"] if "eval_success_rate" in r]
         lines.append(
-            f"| {objective} | {seed} | {evals[0]:.2f} | {summary['eval_success_rate']:.2f} | "
+            f"| {label(objective, sigma)} | {seed} | {evals[0]:.2f} | {max(evals):.2f} | "
+            f"{sum(evals[-5:]) / len(evals[-5:]):.2f} | {summary['eval_success_rate']:.2f} | "
             f"{summary['wall_seconds']:.0f} |"
         )
     lines += ["", f"![success](../img/{img.name})", ""]

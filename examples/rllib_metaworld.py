@@ -26,9 +26,10 @@ from collections import deque
 from pathlib import Path
 
 import ray
-from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
+
+from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
 
 
 class PolicyLag:

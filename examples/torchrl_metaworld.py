@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from gipo_plugins.torchrl import GIPOLoss, make_metaworld_env
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import Collector
@@ -34,6 +33,8 @@ from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ValueEstimators
 from torchrl.record.loggers import get_logger
 from tqdm import tqdm
+
+from gipo_plugins.torchrl import GIPOLoss, make_metaworld_env
 
 
 def make_actor_critic(obs_dim: int, act_dim: int, hidden: int = 256) -> tuple[ProbabilisticActor, ValueOperator]:
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logger", default="csv", choices=["csv", "tensorboard"])
     p.add_argument("--logdir", default="runs/torchrl_metaworld")
+    p.add_argument("--run-name", default=None, help="default: <objective>_seed<seed>")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
@@ -132,7 +134,8 @@ def train(args: argparse.Namespace) -> dict:
     )
     frames, start, history = 0, time.time(), []
     logdir = Path(args.logdir)
-    logger = get_logger(args.logger, logger_name=str(logdir), experiment_name=f"{args.objective}_seed{args.seed}")
+    run_name = args.run_name or f"{args.objective}_seed{args.seed}"
+    logger = get_logger(args.logger, logger_name=str(logdir), experiment_name=run_name)
 
     if args.eval_every:  # the untrained policy, for reference
         history.append(
@@ -181,7 +184,7 @@ def train(args: argparse.Namespace) -> dict:
 
     success_rate = evaluate(actor, args.task, args.seed + 10_000, args.eval_episodes, args.max_episode_steps)
     logger.log_scalar("eval_success_rate", success_rate, step=frames)
-    checkpoint = logdir / f"{args.objective}_seed{args.seed}.pt"
+    checkpoint = logdir / f"{run_name}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {"loss_module": loss_module.state_dict(), "optimizer": optimizer.state_dict(), "args": vars(args)},
@@ -196,7 +199,7 @@ def train(args: argparse.Namespace) -> dict:
         "checkpoint": str(checkpoint),
         "history": history,
     }
-    (logdir / f"{args.objective}_seed{args.seed}.json").write_text(json.dumps(summary, indent=1))
+    (logdir / f"{run_name}.json").write_text(json.dumps(summary, indent=1))
     print(f"final success rate {success_rate:.2f} over {args.eval_episodes} episodes; checkpoint {checkpoint}")
     return summary
 

@@ -11,10 +11,11 @@ happens on import.
 Needs the ``[rllib]`` extra; Meta-World envs (:func:`register_metaworld_envs`) need ``[metaworld]``.
 """
 
-from gipo_plugins.rllib.envs import MetaWorldSuccess, register_metaworld_envs
-from gipo_plugins.rllib.gipo import GIPO, GIPOConfig, GIPOTorchLearner
 from ray.rllib.algorithms import registry as _rllib_registry
 from ray.tune.registry import register_trainable
+
+from gipo_plugins.rllib.envs import MetaWorldSuccess, register_metaworld_envs
+from gipo_plugins.rllib.gipo import GIPO, GIPOConfig, GIPOTorchLearner
 
 ALGORITHM_NAME = "GIPO"
 

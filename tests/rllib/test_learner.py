@@ -5,13 +5,13 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 import torch
-from gipo_plugins.rllib import GIPO, GIPOConfig, GIPOTorchLearner
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from gipo_plugins import gipo_objective
+from gipo_plugins.rllib import GIPO, GIPOConfig, GIPOTorchLearner
 
 BATCH = 64
 

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
 from ray import tune
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.tune.registry import get_trainable_cls
 
 from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
 
 register_metaworld_envs(["reach-v3"])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import ACT, OBS, make_actor, make_batch, make_critic
-from gipo_plugins.torchrl import GIPOLoss
 from tensordict import TensorDict
 from tensordict.nn import CompositeDistribution, TensorDictModule, set_composite_lp_aggregate
 from torch import nn
@@ -14,6 +13,7 @@ from torchrl.modules import IndependentNormal, ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss, ValueEstimators
 
 from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.torchrl import GIPOLoss
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy")
 

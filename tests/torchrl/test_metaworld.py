@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("metaworld")
 
 import torchrl_metaworld as example  # examples/torchrl_metaworld.py
-from gipo_plugins.torchrl import GIPOLoss, make_metaworld_env
 
 from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.torchrl import GIPOLoss, make_metaworld_env
 
 SMALL = [
     "--task", "reach-v3", "--total-frames", "1500", "--frames-per-batch", "500", "--max-episode-steps", "100",

@@ -1,0 +1,157 @@
+"""GIPOTrainer: per-token loss from the core, stale-data training, checkpoints, config checks."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_trainer
+
+from gipo_plugins import gipo_objective
+from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.trl import GIPOConfig
+
+B, T = 4, 6
+
+
+def _fixed_inputs(trainer, shift: float, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    vocab = trainer.model.config.vocab_size
+    prompt_ids = torch.randint(4, vocab, (B, 3), generator=gen)
+    completion_ids = torch.randint(4, vocab, (B, T), generator=gen)
+    completion_mask = torch.ones(B, T, dtype=torch.long)
+    completion_mask[0, 4:] = 0
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.tensor([1.0, -1.0, 0.5, 2.0]),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+    logps = _current_logps(trainer, inputs).detach()
+    inputs["old_per_token_logps"] = logps - shift * torch.sign(inputs["advantages"])[:, None]
+    return inputs
+
+
+def _current_logps(trainer, inputs):
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention, T)
+    return logps
+
+
+def _prepare(trainer):
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def test_per_token_loss_equals_core(tiny_lm, tmp_path):
+    trainer = _prepare(
+        make_trainer(tiny_lm, tmp_path, gipo_aggregation="bnpo", gipo_sigma=0.5, gipo_sigma_neg_ratio=0.5)
+    )
+    inputs = _fixed_inputs(trainer, shift=0.7)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    expected = gipo_objective(
+        _current_logps(trainer, inputs),
+        inputs["old_per_token_logps"],
+        inputs["advantages"][:, None],
+        inputs["completion_mask"],
+        sigma=0.5,
+        sigma_neg_ratio=0.5,
+    )
+    torch.testing.assert_close(loss, expected.loss)
+    logged = trainer._metrics["train"]
+    for key in METRIC_KEYS:
+        assert logged[f"gipo/{key}"][-1] == pytest.approx(float(expected.metrics[key]), rel=1e-5, abs=1e-6), key
+    assert logged["policy_loss"][-1] == pytest.approx(float(expected.loss.detach()), rel=1e-5)
+
+
+def _param_grad_norm(trainer, loss):
+    grads = torch.autograd.grad(loss, [p for p in trainer.model.parameters() if p.requires_grad], allow_unused=True)
+    return sum(float(g.abs().sum()) for g in grads if g is not None)
+
+
+def test_gradient_survives_far_outside_grpo_clip_range(tiny_lm, tmp_path):
+    gipo = _prepare(make_trainer(tiny_lm, tmp_path))
+    grpo = _prepare(make_trainer(tiny_lm, tmp_path, loss_type="grpo"))
+    inputs = _fixed_inputs(gipo, shift=1.5)  # r = e^1.5 with A > 0 and r = e^-1.5 with A < 0: all clipped by grpo
+    assert _param_grad_norm(grpo, grpo._compute_loss(grpo.model, inputs)) == 0
+    assert _param_grad_norm(gipo, gipo._compute_loss(gipo.model, inputs)) > 0
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_stale_training_learns_the_toy_task(tiny_lm, tmp_path, level):
+    trainer = make_trainer(tiny_lm, tmp_path, importance_sampling_level=level)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    assert all(math.isfinite(h["loss"]) for h in logs)
+    assert all(f"gipo/{k}" in logs[0] for k in METRIC_KEYS) and "policy_loss" in logs[0]
+    assert max(h["gipo/log_ratio_abs_mean"] for h in logs) > 0  # num_iterations=2: data really were stale
+    assert logs[0]["reward"] < 0.3 and logs[-1]["reward"] > 0.8, [h["reward"] for h in logs]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "sapo"])
+def test_other_loss_types_keep_working(tiny_lm, tmp_path, loss_type):
+    trainer = make_trainer(tiny_lm, tmp_path, loss_type=loss_type, max_steps=4, logging_steps=2)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs and all(math.isfinite(h["loss"]) for h in logs)
+    assert not any(k.startswith("gipo/") for h in logs for k in h)
+
+
+def test_checkpoint_and_resume(tiny_lm, tmp_path):
+    first = make_trainer(tiny_lm, tmp_path, max_steps=6, save_strategy="steps", save_steps=3)
+    first.train()
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert (checkpoint / "trainer_state.json").exists()
+    resumed = make_trainer(tiny_lm, tmp_path, max_steps=6)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 6
+    for a, b in zip(first.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.isfinite(b).all() and a.shape == b.shape
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ({"gipo_sigma": 0.0}, "sigma"),
+        ({"gipo_sigma_neg_ratio": -1.0}, "sigma_neg_ratio"),
+        ({"gipo_kernel": "box"}, "kernel"),
+        ({"gipo_aggregation": "sapo"}, "gipo_aggregation"),
+        ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
+    ],
+)
+def test_bad_config_values(tmp_path, overrides, name):
+    with pytest.raises(ValueError, match=name):
+        GIPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **overrides)
+
+
+def test_config_fields_carry_help_metadata():
+    from dataclasses import fields
+
+    help_of = {f.name: f.metadata.get("help") for f in fields(GIPOConfig)}
+    for name in ("loss_type", "gipo_sigma", "gipo_sigma_neg_ratio", "gipo_kernel", "gipo_aggregation"):
+        assert help_of[name], name
+    assert GIPOConfig.__dataclass_fields__["loss_type"].default == "gipo"
+
+
+def test_unsupported_trl_version_fails_at_import():
+    code = (
+        "import importlib.metadata as m; real = m.version; "
+        "m.version = lambda name: '1.15.0' if name == 'trl' else real(name); "
+        "import gipo_plugins.trl"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode != 0 and "supports trl>=1.16,<1.17" in out.stderr
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_in_bf16(tiny_lm, tmp_path):
+    trainer = make_trainer(tiny_lm, tmp_path, use_cpu=False, bf16=True, max_steps=6)
+    trainer.train()
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
