@@ -1,9 +1,16 @@
 """Post-train a small causal LM with GIPOTrainer on a GSM-like arithmetic task (in-memory dataset).
 
-Prompts ask "What is a + b? Answer:" for a, b in {0, 1, 2}; two reward functions score a completion:
-``format_reward`` (it starts with a number) and ``correct_reward`` (that number is a + b). With no
-``--model`` the script builds a tiny Qwen2 and a tokenizer locally (no hub needed) and loads it from
-that folder like any hub checkpoint; pass ``--model <path or hub id>`` to use a real one.
+Two tasks, each scored by two reward functions:
+
+- ``--task letter`` (default; a tiny random model learns it in a minute): prompts ask for the letter
+  "a"; ``letter_reward`` is the fraction of "a" in the completion, ``first_letter_reward`` 0.5 if it
+  starts with "a" (best total 1.5);
+- ``--task sum``: prompts ask "What is a + b? Answer:" for a, b in {0, 1, 2}; ``format_reward`` (0.2
+  if it starts with a number) and ``correct_reward`` (1 if that number is a + b). Too hard for the
+  tiny model in a CPU minute (it settles on one number); meant for a real ``--model``.
+
+With no ``--model`` the script builds a tiny Qwen2 and a tokenizer locally (no hub needed) and
+loads it from that folder like any hub checkpoint; pass ``--model <path or hub id>`` for a real one.
 
 Stale data — where GIPO differs from GRPO — comes from ``--num-iterations`` (each generation batch
 is reused that many times) and ``--steps-per-generation``. ``--loss-type grpo|dapo|sapo`` runs TRL's
@@ -36,14 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"\s*(\d+)")
 
 
-LETTERS = "abcd"
+TARGET_LETTER = "a"
 
 
 def make_dataset(task: str, size: int, seed: int) -> Dataset:
     rng = random.Random(seed)
     if task == "letter":
-        letters = [rng.choice(LETTERS) for _ in range(size)]
-        return Dataset.from_dict({"prompt": [f"Write the letter {x}:" for x in letters], "answer": letters})
+        prompts = [f"Note {rng.randint(0, 999)}: write only the letter {TARGET_LETTER}." for _ in range(size)]
+        return Dataset.from_dict({"prompt": prompts, "answer": [TARGET_LETTER] * size})
     pairs = [(rng.randint(0, 2), rng.randint(0, 2)) for _ in range(size)]
     return Dataset.from_dict(
         {"prompt": [f"What is {a} + {b}? Answer:" for a, b in pairs], "answer": [str(a + b) for a, b in pairs]}
@@ -86,17 +93,33 @@ def plot(output_root: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    table = ["| run | first logged reward | last logged reward | steps to reward ≥ 1.0 |", "|---|---:|---:|---:|"]
     for history_file in sorted(output_root.glob("*/history.json")):
         logs = [h for h in json.loads(history_file.read_text()) if "reward" in h]
         ax.plot([h["step"] for h in logs], [h["reward"] for h in logs], label=history_file.parent.name)
+        reached = next((h["step"] for h in logs if h["reward"] >= 1.0), None)
+        table.append(f"| {history_file.parent.name} | {logs[0]['reward']:.3f} | {logs[-1]['reward']:.3f} | {reached} |")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("mean reward (format 0.2 + correct 1.0)")
-    ax.set_title("TRL on a GSM-like toy task (tiny local model)")
+    ax.set_ylabel("mean reward")
+    ax.set_title("TRL post-training of a tiny local model")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     out = ROOT / "docs/img/trl_reward.png"
     fig.savefig(out, dpi=120)
+    summary = [
+        "# TRL post-training of a tiny local model",
+        "",
+        f"Runs found in `{output_root}`, made by `python examples/trl_gsm_like.py` with the options in each run's "
+        "name (task_losstype_iters<num_iterations>_seed), `--max-steps 200 --learning-rate 0.01`, and plotted with "
+        "`--plot`. Rewards are averaged by TRL over each 10-step logging window.",
+        "",
+        *table,
+        "",
+        "![reward](../img/trl_reward.png)",
+        "",
+    ]
+    (ROOT / "docs/benchmarks/trl_reward.md").write_text("\n".join(summary))
     return out
 
 
