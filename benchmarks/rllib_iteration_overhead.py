@@ -11,19 +11,16 @@ whole iteration and of the learner update (``timers/learner_update_timer``). Wri
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import time
-from pathlib import Path
 
 import ray
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
+from report import write_report
 
 from gipo_plugins.rllib import GIPOConfig, register_metaworld_envs
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def configure(config, args):
@@ -72,26 +69,16 @@ def main() -> None:
         }
         for measure, values in (("iteration", wall), ("learner update", update))
     ]
-    out = ROOT / "docs/benchmarks"
-    with open(out / "rllib_iteration_overhead.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    lines = [
-        "# RLlib: GIPO vs PPO seconds per iteration",
-        "",
+    write_report(
+        "rllib_iteration_overhead",
+        "RLlib: GIPO vs PPO seconds per iteration",
         f"Made by `python benchmarks/rllib_iteration_overhead.py --iterations {args.iterations}`: Meta-World "
         f"{args.task}, train batch {args.train_batch}, minibatch {args.minibatch}, {args.epochs} epochs, local "
         f"sampling, 1 torch thread, ray {ray.__version__}. Medians of {args.iterations} alternating iterations "
         "after one warm-up each. Target: ratio ≤ 1.03.",
-        "",
-        "| measure | PPO (s) | GIPO (s) | ratio GIPO / PPO |",
-        "|---|---:|---:|---:|",
-        *(f"| {r['measure']} | {r['ppo_s']:.3f} | {r['gipo_s']:.3f} | {r['ratio']:.3f} |" for r in rows),
-        "",
-    ]
-    (out / "rllib_iteration_overhead.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        rows,
+        {"measure": "measure", "ppo_s": "PPO (s)", "gipo_s": "GIPO (s)", "ratio": "ratio GIPO / PPO"},
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ reported; ratio = GIPO / ClipPPO. Written to ``docs/benchmarks/torchrl_loss_over
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import sys
@@ -23,7 +22,8 @@ import torch
 from torchrl.objectives import ClipPPOLoss
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
+from report import write_report  # noqa: E402
 from torchrl_metaworld import make_actor_critic  # noqa: E402
 
 from gipo_plugins.torchrl import GIPOLoss  # noqa: E402
@@ -86,27 +86,21 @@ def main() -> None:
             f"batch {size:>6}: ClipPPOLoss {clip * 1e3:7.3f} ms  GIPOLoss {gipo * 1e3:7.3f} ms  ratio {gipo / clip:.3f}"
         )
 
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
-    out = ROOT / "docs/benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"torchrl_loss_overhead{suffix}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}"
-    lines = [
-        f"# TorchRL: GIPOLoss vs ClipPPOLoss overhead ({device.type})",
-        "",
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
+    write_report(
+        "torchrl_loss_overhead" + ("" if device.type == "cpu" else f"_{device.type}"),
+        f"TorchRL: GIPOLoss vs ClipPPOLoss overhead ({device.type})",
         f"Made by `python benchmarks/torchrl_loss_overhead.py --device {args.device}` on {hardware}, "
         f"torch {torch.__version__}, {args.threads} thread(s). Forward + backward of the loss (objective + critic), "
         f"median of {args.repeats} interleaved rounds of {args.inner} calls. Target: ratio ≤ 1.05.",
-        "",
-        "| batch | ClipPPOLoss (ms) | GIPOLoss (ms) | ratio GIPO / ClipPPO |",
-        "|---:|---:|---:|---:|",
-        *(f"| {r['batch']} | {r['clip_ppo_ms']:.3f} | {r['gipo_ms']:.3f} | {r['ratio']:.3f} |" for r in rows),
-        "",
-    ]
-    (out / f"torchrl_loss_overhead{suffix}.md").write_text("\n".join(lines))
+        rows,
+        {
+            "batch": "batch",
+            "clip_ppo_ms": "ClipPPOLoss (ms)",
+            "gipo_ms": "GIPOLoss (ms)",
+            "ratio": "ratio GIPO / ClipPPO",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ data (``num_iterations=2``). GRPO runs as TRL's ``GRPOTrainer`` with ``loss_type
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import write_report  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -78,26 +79,17 @@ def main() -> None:
     ]
     for row in rows:
         row["ratio"] = row["gipo"] / row["grpo"]
-    out = ROOT / "docs/benchmarks"
-    with open(out / "trl_step_overhead.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    lines = [
-        "# TRL: GIPOTrainer vs GRPOTrainer overhead",
-        "",
+    write_report(
+        "trl_step_overhead",
+        "TRL: GIPOTrainer vs GRPOTrainer overhead",
         f"Made by `python benchmarks/trl_step_overhead.py --repeats {args.repeats} --steps {args.steps}`: tiny local "
         "Qwen2 (hidden 64), batch 32 (8 generations), 8 completion tokens, num_iterations=2, 1 torch thread, "
         "each run in its own process; medians. Peak memory is the process max RSS on CPU (it includes the "
         "Python/torch runtime). Target: time ratio ≤ 1.03, equal memory.",
-        "",
-        "| measure | GRPOTrainer | GIPOTrainer | ratio GIPO / GRPO |",
-        "|---|---:|---:|---:|",
-        *(f"| {r['measure']} | {r['grpo']:.4f} | {r['gipo']:.4f} | {r['ratio']:.3f} |" for r in rows),
-        "",
-    ]
-    (out / "trl_step_overhead.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        rows,
+        {"measure": "measure", "grpo": "GRPOTrainer", "gipo": "GIPOTrainer", "ratio": "ratio GIPO / GRPO"},
+        digits=4,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""Write a benchmark's rows as ``docs/benchmarks/<name>.csv`` and a markdown page ``<name>.md``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+
+
+def _cell(value: object, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_report(name: str, title: str, description: str, rows: list[dict], headers: dict[str, str],
+                 *, digits: int = 3, footer: str = "") -> Path:  # fmt: skip
+    """CSV of ``rows`` (all keys) and a markdown page: title, description, a table of ``headers``' columns.
+
+    ``headers`` maps row keys to column titles, in table order. Returns the markdown path.
+    """
+    DOCS.mkdir(parents=True, exist_ok=True)
+    with open(DOCS / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    lines = [f"# {title}", "", description, "", "| " + " | ".join(headers.values()) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(_cell(row[key], digits) for key in headers) + " |" for row in rows]
+    lines += ["", footer] if footer else []
+    page = DOCS / f"{name}.md"
+    page.write_text("\n".join(lines) + "\n")
+    print(page.read_text())
+    return page
