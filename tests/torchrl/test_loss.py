@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ACT, OBS, make_actor, make_batch, make_critic
 from tensordict import TensorDict
 from tensordict.nn import CompositeDistribution, TensorDictModule, set_composite_lp_aggregate
 from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss, ValueEstimators
+from torchrl_helpers import ACT, OBS, make_actor, make_batch, make_critic
 
 from gipo_plugins.diagnostics import METRIC_KEYS
 from gipo_plugins.torchrl import GIPOLoss

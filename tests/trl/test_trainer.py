@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_trainer
+from trl_helpers import make_trainer
 
 from gipo_plugins import gipo_objective
 from gipo_plugins.diagnostics import METRIC_KEYS

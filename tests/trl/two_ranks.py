@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_trainer
+from trl_helpers import make_trainer
 
 torch.set_num_threads(1)
 trainer = make_trainer(sys.argv[1], Path(sys.argv[2]), max_steps=4, logging_steps=1, per_device_train_batch_size=8)
