@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logdir", default="runs/rllib_metaworld")
+    p.add_argument("--run-name", default=None, help="default: <objective>_seed<seed>")
+    p.add_argument("--total-frames", type=int, default=None, help="overrides --iterations (frames / train batch)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -112,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     name = "stock_ppo" if args.stock_ppo else args.objective
+    if args.total_frames:
+        args.iterations = -(-args.total_frames // args.train_batch)
     register_metaworld_envs([args.task])
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     logdir = Path(args.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    (logdir / f"{name}_seed{args.seed}.json").write_text(json.dumps(summary, indent=1))
+    (logdir / f"{args.run_name or f'{name}_seed{args.seed}'}.json").write_text(json.dumps(summary, indent=1))
     print(f"[{name}] final success rate {final:.2f} over {args.eval_episodes} episodes")
     return summary
 

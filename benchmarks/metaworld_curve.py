@@ -1,11 +1,13 @@
-"""Learning curves of the TorchRL example on Meta-World: GIPOLoss vs the PPO-clip objective.
+"""Learning curves of an adapter's Meta-World example: GIPO vs the PPO-clip objective.
 
-Runs ``examples/torchrl_metaworld.py`` once per objective and seed (in parallel processes, one
-torch thread each), with identical settings, then plots the deterministic-policy success rate
-(evaluated every ``--eval-every`` iterations on ``--eval-episodes`` fresh goals) against env frames.
-Writes ``docs/img/torchrl_<task>_success.png`` and ``docs/benchmarks/torchrl_<task>.{csv,md}``.
+Runs ``examples/<framework>_metaworld.py`` once per objective (and GIPO σ) and seed, in parallel
+processes (``--workers``), with identical settings; extra arguments go to the example. Plots the
+deterministic-policy success rate (evaluated every ``--eval-every`` iterations on
+``--eval-episodes`` fresh goals) against env frames. Finished runs are kept (resumable). Writes
+``docs/img/<framework>_<task>_success.png`` and ``docs/benchmarks/<framework>_<task>.{csv,md}``.
 
-    python benchmarks/torchrl_metaworld_curve.py --total-frames 150000 --seeds 0
+    python benchmarks/metaworld_curve.py --framework torchrl --total-frames 150000 --gipo-sigmas 1 0.5 0.25
+    python benchmarks/metaworld_curve.py --framework rllib --total-frames 100000 --workers 1
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {
+    "torchrl": "(2000 frames per batch, 200-step episodes, 80 minibatch updates of 250 per batch, KL 0.1 to the "
+    "behaviour policy for every objective, 1 torch thread per run).",
+    "rllib": "(train batch 4000, minibatch 256, 10 epochs, 200-step episodes, lr 3e-4, no KL, 1 remote env "
+    "runner, evaluation on a separate env runner).",
+}
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
 
 
@@ -32,12 +40,13 @@ def label(objective: str, sigma: float | None) -> str:
 
 
 def run(objective: str, sigma: float | None, seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
-    logdir = Path(args.workdir) / args.task
+    logdir = Path(args.workdir or f"runs/{args.framework}_curve") / args.task
     name = f"{objective}_seed{seed}" if sigma in (None, 1.0) else f"{objective}_sigma{sigma:g}_seed{seed}"
     summary = logdir / f"{name}.json"
     if not summary.exists():  # resumable: finished runs are kept
         cmd = [
-            sys.executable, str(ROOT / "examples/torchrl_metaworld.py"), "--task", args.task, "--objective", objective,
+            sys.executable, str(ROOT / f"examples/{args.framework}_metaworld.py"), "--task", args.task,
+            "--objective", objective,
             "--seed", str(seed), "--total-frames", str(args.total_frames), "--eval-every", str(args.eval_every),
             "--eval-episodes", str(args.eval_episodes), "--logdir", str(logdir), "--run-name", name, "--no-progress",
             *(["--sigma", str(sigma)] if sigma is not None else []), *extra,
@@ -49,6 +58,7 @@ def run(objective: str, sigma: float | None, seed: int, args: argparse.Namespace
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--framework", default="torchrl", choices=["torchrl", "rllib"])
     p.add_argument("--task", default="reach-v3")
     p.add_argument("--objectives", nargs="+", default=["gipo", "ppo_clip"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -57,7 +67,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--workdir", default="runs/torchrl_curve")
+    p.add_argument("--workdir", default=None, help="default: runs/<framework>_curve")
     args, extra = p.parse_known_args()
     jobs = [
         (o, sigma if o == "gipo" else None, s)
@@ -79,27 +89,28 @@ def main() -> None:
         ax.plot(*zip(*points, strict=True), style, color=COLORS[objective], marker=".", label=f"{name} seed {seed}")
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"success rate ({args.eval_episodes} eval episodes)")
-    ax.set_title(f"TorchRL on Meta-World {args.task}")
+    title = {"torchrl": "TorchRL", "rllib": "Ray RLlib"}[args.framework]
+    ax.set_title(f"{title} on Meta-World {args.task}")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    img = ROOT / f"docs/img/torchrl_{args.task}_success.png"
+    img = ROOT / f"docs/img/{args.framework}_{args.task}_success.png"
     fig.savefig(img, dpi=120)
 
     out = ROOT / "docs/benchmarks"
-    with open(out / f"torchrl_{args.task}.csv", "w", newline="") as f:
+    with open(out / f"{args.framework}_{args.task}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"# TorchRL on Meta-World {args.task}",
+        f"# {title} on Meta-World {args.task}",
         "",
-        f"Made by `python benchmarks/torchrl_metaworld_curve.py --total-frames {args.total_frames} "
+        f"Made by `python benchmarks/metaworld_curve.py --framework {args.framework} "
+        f"--total-frames {args.total_frames} "
         f"--seeds {' '.join(map(str, args.seeds))} --gipo-sigmas {' '.join(f'{x:g}' for x in args.gipo_sigmas)} "
-        f"{' '.join(extra)}`: the example's defaults otherwise "
-        "(2000 frames per batch, 200-step episodes, 80 minibatch updates of 250 per batch, KL 0.1 to the "
-        "behaviour policy for every objective, 1 torch thread per run).",
+        f"{' '.join(extra)}`: `examples/{args.framework}_metaworld.py`'s defaults otherwise, "
+        + DEFAULTS[args.framework],
         "",
         "| run | seed | success at 0 frames | best | mean of last 5 evals | final | wall time (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -112,8 +123,8 @@ def main() -> None:
             f"{summary['wall_seconds']:.0f} |"
         )
     lines += ["", f"![success](../img/{img.name})", ""]
-    (out / f"torchrl_{args.task}.md").write_text("\n".join(lines))
-    print("wrote", img, "and", out / f"torchrl_{args.task}.md")
+    (out / f"{args.framework}_{args.task}.md").write_text("\n".join(lines))
+    print("wrote", img, "and", out / f"{args.framework}_{args.task}.md")
 
 
 if __name__ == "__main__":
