@@ -18,6 +18,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) examples/core_demo.py
+	$(PY) examples/torchrl_metaworld.py --task reach-v3 --total-frames 60000 --eval-every 5 --eval-episodes 10
 
 lint: setup
 	$(PY) -m ruff check .

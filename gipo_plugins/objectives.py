@@ -119,15 +119,19 @@ def _capped_exp(x: Tensor) -> Tensor:
     return torch.exp(x - (x - MAX_LOG_GRAD_WEIGHT).clamp(min=0).detach())
 
 
-def _finish(batch: _Batch, term: Tensor, gate: Tensor, grad_weight: Tensor, reduction: str) -> ObjectiveResult:
+def _reduce(term: Tensor, mask: Tensor, reduction: str) -> tuple[Tensor, Tensor]:
+    """(reduced, per-element with zeros at masked positions)."""
     check_choice("reduction", reduction, REDUCTIONS)
-    term = torch.where(batch.mask, term, term.new_zeros(()))
+    term = torch.where(mask, term, term.new_zeros(()))
     if reduction == "mean":
-        loss = term.sum() / batch.mask.sum()
-    elif reduction == "sum":
-        loss = term.sum()
-    else:
-        loss = term
+        return term.sum() / mask.sum(), term
+    if reduction == "sum":
+        return term.sum(), term
+    return term, term
+
+
+def _finish(batch: _Batch, term: Tensor, gate: Tensor, grad_weight: Tensor, reduction: str) -> ObjectiveResult:
+    loss, term = _reduce(term, batch.mask, reduction)
     log_ratio = batch.log_ratio.detach()
     return ObjectiveResult(
         loss=loss,
@@ -315,14 +319,8 @@ def behaviour_kl(
 
     Args and errors as :func:`gipo_objective` (without ``advantages``).
     """
-    check_choice("reduction", reduction, REDUCTIONS)
     batch = _prepare(log_prob, old_log_prob, None, mask)
-    per_element = torch.where(batch.mask, _capped_exp(batch.log_ratio) - 1 - batch.log_ratio, 0.0)
-    if reduction == "mean":
-        return per_element.sum() / batch.mask.sum()
-    if reduction == "sum":
-        return per_element.sum()
-    return per_element
+    return _reduce(_capped_exp(batch.log_ratio) - 1 - batch.log_ratio, batch.mask, reduction)[0]
 
 
 ObjectiveFn = Callable[..., ObjectiveResult]
