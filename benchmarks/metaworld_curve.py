@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "torchrl": "(2000 frames per batch, 200-step episodes, 80 minibatch updates of 250 per batch, KL 0.1 to the "
     "behaviour policy for every objective, 1 torch thread per run).",
-    "rllib": "(train batch 4000, minibatch 256, 10 epochs, 200-step episodes, lr 3e-4, no KL, 1 remote env "
-    "runner, evaluation on a separate env runner).",
+    "rllib": "(train batch 4000, minibatch 256, 10 epochs, 200-step episodes, lr 3e-4, RLlib's adaptive KL "
+    "penalty (kl_coeff 0.2, kl_target 0.01) for every objective, 1 remote env runner, evaluation on a separate "
+    "env runner).",
 }
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
 

@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-epochs", type=int, default=10)
     p.add_argument("--policy-lag", type=int, default=0, help="env runners act with weights this many iterations old")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--kl-coeff", type=float, default=0.0)
+    p.add_argument("--kl-coeff", type=float, default=0.2, help="initial adaptive KL coefficient (RLlib's default)")
     p.add_argument("--max-episode-steps", type=int, default=200)
     p.add_argument("--env-runners", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=0)
