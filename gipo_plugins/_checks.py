@@ -46,12 +46,22 @@ def check_broadcasts_to(name: str, value: Tensor, shape: torch.Size, target: str
         )
 
 
-def check_finite_where(name: str, value: Tensor, valid: Tensor) -> None:
-    """Raise if ``value`` holds NaN or ±inf at a valid (unmasked) position."""
+def check_finite_where(values: dict[str, Tensor], valid: Tensor | None) -> None:
+    """Raise, naming the argument, if a tensor holds NaN or ±inf at a valid position (``None``: all valid).
+
+    One host sync for all tensors; the culprit is looked up only when something is wrong.
+    """
     if _tracing():
         return
-    if bool((~torch.isfinite(value) & valid).any()):
-        raise ValueError(f"{name} contains NaN or inf at unmasked positions")
+    finite = [torch.isfinite(value) for value in values.values()]
+    all_finite = finite[0]
+    for more in finite[1:]:
+        all_finite = all_finite & more
+    if bool(all_finite.all() if valid is None else (all_finite | ~valid).all()):
+        return
+    for name, value_finite in zip(values, finite, strict=True):
+        if not bool(value_finite.all() if valid is None else (value_finite | ~valid).all()):
+            raise ValueError(f"{name} contains NaN or inf at unmasked positions")
 
 
 def check_mask_nonempty(valid: Tensor) -> None:

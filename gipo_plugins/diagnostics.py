@@ -47,43 +47,59 @@ METRIC_KEYS: tuple[str, ...] = (
 _QUANTILE_MAX_ELEMENTS = 2**24  # torch.quantile's input limit
 
 
-def _masked_mean(x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
-    return torch.where(mask, x, x.new_zeros(())).sum() / count
-
-
-def masked_quantile(x: Tensor, mask: Tensor, q: float) -> Tensor:
-    """Quantile ``q`` of ``x`` over the positions where ``mask`` is true (static shapes only)."""
-    flat = torch.where(mask, x, x.new_full((), float("nan"))).reshape(-1)
+def masked_quantile(x: Tensor, mask: Tensor | None, q: float) -> Tensor:
+    """Quantile ``q`` of ``x`` over the positions where ``mask`` is true (``None``: all; static shapes only)."""
+    flat = (x if mask is None else torch.where(mask, x, x.new_full((), float("nan")))).reshape(-1)
     if flat.numel() > _QUANTILE_MAX_ELEMENTS:
         flat = flat[:: -(-flat.numel() // _QUANTILE_MAX_ELEMENTS)]
     return torch.nanquantile(flat, q)
 
 
 @torch.no_grad()
-def utilization_metrics(log_ratio: Tensor, gate: Tensor, grad_weight: Tensor, mask: Tensor) -> dict[str, Tensor]:
+def utilization_metrics(
+    log_ratio: Tensor, gate: Tensor, grad_weight: Tensor, mask: Tensor | None = None
+) -> dict[str, Tensor]:
     """Diagnostics of the table above, as detached 0-dim fp32 tensors (no host sync).
 
     Args:
         log_ratio: :math:`\\ell`, any shape.
         gate: :math:`g`, same shape.
         grad_weight: :math:`u`, same shape.
-        mask: boolean, same shape; at least one element true.
+        mask: boolean, same shape, at least one element true; ``None`` when every element is valid.
     """
     log_ratio, gate, grad_weight = (t.float() for t in (log_ratio, gate, grad_weight))
-    count = mask.sum().clamp(min=1).float()
+    if mask is None:
+        count = torch.tensor(float(log_ratio.numel()), device=log_ratio.device)
+    else:
+        weight = mask.reshape(-1).float()
+        count = weight.sum().clamp(min=1)
     ratio = torch.exp(log_ratio.clamp(max=20.0))
     abs_log_ratio = log_ratio.abs()
-    sum_u = torch.where(mask, grad_weight, 0.0).sum()
-    sum_u2 = torch.where(mask, grad_weight.square(), 0.0).sum()
+    # One masked reduction for every sum (masked positions hold finite values: the objectives zero them).
+    per_element = torch.stack(
+        [
+            gate,
+            (grad_weight == 0).float(),
+            (gate < SUPPRESSED_BELOW).float(),
+            abs_log_ratio,
+            (ratio - 1) - log_ratio,
+            ratio,
+            grad_weight,
+            grad_weight.square(),
+        ]
+    ).reshape(8, -1)
+    sums = per_element.sum(1) if mask is None else per_element @ weight
+    means = sums[:6] / count
+    sum_u, sum_u2 = sums[6], sums[7]
     ess = torch.where(sum_u2 > 0, sum_u.square() / (count * sum_u2.clamp(min=torch.finfo(sum_u2.dtype).tiny)), 0.0)
     return {
-        "trust_weight_mean": _masked_mean(gate, mask, count),
-        "trust_weight_min": torch.where(mask, gate, float("inf")).min(),
-        "dead_fraction": _masked_mean((grad_weight == 0).float(), mask, count),
-        "suppressed_fraction": _masked_mean((gate < SUPPRESSED_BELOW).float(), mask, count),
+        "trust_weight_mean": means[0],
+        "trust_weight_min": gate.min() if mask is None else torch.where(mask, gate, float("inf")).min(),
+        "dead_fraction": means[1],
+        "suppressed_fraction": means[2],
         "ess": ess,
-        "log_ratio_abs_mean": _masked_mean(abs_log_ratio, mask, count),
+        "log_ratio_abs_mean": means[3],
         "log_ratio_abs_p95": masked_quantile(abs_log_ratio, mask, 0.95),
-        "approx_kl": _masked_mean((ratio - 1) - log_ratio, mask, count),
-        "ratio_mean": _masked_mean(ratio, mask, count),
+        "approx_kl": means[4],
+        "ratio_mean": means[5],
     }

@@ -89,6 +89,7 @@ class _Batch:
     log_ratio: Tensor  # differentiable w.r.t. log_prob, zero at masked positions
     advantages: Tensor  # log_prob's shape, zero at masked positions
     mask: Tensor  # bool, log_prob's shape
+    full: bool  # no element is masked out
 
 
 def _prepare(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor | None, mask: Tensor | None) -> _Batch:
@@ -98,20 +99,20 @@ def _prepare(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor | None, 
     shape = log_prob.shape
     check_broadcasts_to("old_log_prob", old_log_prob, shape, "log_prob")
     check_broadcasts_to("advantages", advantages, shape, "log_prob")
-    if mask is None:
+    if mask is None:  # fast path: every element is valid
         valid = torch.ones(shape, dtype=torch.bool, device=log_prob.device)
-    else:
-        if not isinstance(mask, Tensor):
-            raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-        check_broadcasts_to("mask", mask, shape, "log_prob")
-        valid = (mask != 0).expand(shape)
-        check_mask_nonempty(valid)
-    for name, value in (("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages)):
-        check_finite_where(name, value, valid)
+        check_finite_where({"log_prob": log_prob, "old_log_prob": old_log_prob, "advantages": advantages}, None)
+        return _Batch(log_prob - old_log_prob.detach(), advantages.detach().expand(shape), valid, full=True)
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    check_broadcasts_to("mask", mask, shape, "log_prob")
+    valid = (mask != 0).expand(shape)
+    check_mask_nonempty(valid)
+    check_finite_where({"log_prob": log_prob, "old_log_prob": old_log_prob, "advantages": advantages}, valid)
     zero = log_prob.new_zeros(())
     log_ratio = torch.where(valid, log_prob - old_log_prob.detach(), zero)
     advantages = torch.where(valid, advantages.detach().expand(shape), zero)
-    return _Batch(log_ratio, advantages, valid)
+    return _Batch(log_ratio, advantages, valid, full=False)
 
 
 def _capped_exp(x: Tensor) -> Tensor:
@@ -119,19 +120,20 @@ def _capped_exp(x: Tensor) -> Tensor:
     return torch.exp(x - (x - MAX_LOG_GRAD_WEIGHT).clamp(min=0).detach())
 
 
-def _reduce(term: Tensor, mask: Tensor, reduction: str) -> tuple[Tensor, Tensor]:
+def _reduce(term: Tensor, mask: Tensor, reduction: str, full: bool = False) -> tuple[Tensor, Tensor]:
     """(reduced, per-element with zeros at masked positions)."""
     check_choice("reduction", reduction, REDUCTIONS)
-    term = torch.where(mask, term, term.new_zeros(()))
+    if not full:
+        term = torch.where(mask, term, term.new_zeros(()))
     if reduction == "mean":
-        return term.sum() / mask.sum(), term
+        return (term.mean() if full else term.sum() / mask.sum()), term
     if reduction == "sum":
         return term.sum(), term
     return term, term
 
 
 def _finish(batch: _Batch, term: Tensor, gate: Tensor, grad_weight: Tensor, reduction: str) -> ObjectiveResult:
-    loss, term = _reduce(term, batch.mask, reduction)
+    loss, term = _reduce(term, batch.mask, reduction, batch.full)
     log_ratio = batch.log_ratio.detach()
     return ObjectiveResult(
         loss=loss,
@@ -140,7 +142,7 @@ def _finish(batch: _Batch, term: Tensor, gate: Tensor, grad_weight: Tensor, redu
         grad_weight=grad_weight.detach(),
         log_ratio=log_ratio,
         mask=batch.mask,
-        metrics=utilization_metrics(log_ratio, gate.detach(), grad_weight.detach(), batch.mask),
+        metrics=utilization_metrics(log_ratio, gate.detach(), grad_weight.detach(), None if batch.full else batch.mask),
     )
 
 
@@ -320,7 +322,7 @@ def behaviour_kl(
     Args and errors as :func:`gipo_objective` (without ``advantages``).
     """
     batch = _prepare(log_prob, old_log_prob, None, mask)
-    return _reduce(_capped_exp(batch.log_ratio) - 1 - batch.log_ratio, batch.mask, reduction)[0]
+    return _reduce(_capped_exp(batch.log_ratio) - 1 - batch.log_ratio, batch.mask, reduction, batch.full)[0]
 
 
 ObjectiveFn = Callable[..., ObjectiveResult]
