@@ -2,7 +2,11 @@
 
 Each measurement trains in its own subprocess (so peak memory is the trainer's own): the tiny
 Qwen2 of ``gipo_plugins.trl.tiny`` on the letter task of ``examples/trl_gsm_like.py`` with stale
-data (``num_iterations=2``). GRPO runs as TRL's ``GRPOTrainer`` with ``loss_type="grpo"``; GIPO as
+data (``num_iterations=2``). The learning rate is 0 so that both trainers generate and process
+identical batches (same seed): with learning, the two objectives follow different trajectories
+(different completion lengths, so different generation times) and the step-time ratio would
+measure the dynamics, not the overhead. Every code path (old log-probs, loss, backward, optimizer
+step, logging) still runs. GRPO runs as TRL's ``GRPOTrainer`` with ``loss_type="grpo"``; GIPO as
 ``GIPOTrainer`` with ``gipo_aggregation="grpo"`` (same normalisation). Runs alternate,
 ``--repeats`` each; medians reported. Peak memory: process max RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on GPU. Written to ``docs/benchmarks/trl_step_overhead.{csv,md}``.
@@ -38,7 +42,7 @@ from trl_gsm_like import letter_reward, make_dataset
 name, model, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cuda = torch.cuda.is_available()
 common = dict(output_dir=os.path.join(sys.argv[5], name), use_cpu=not cuda, bf16=False, gradient_checkpointing=False,
-              learning_rate=0.01, per_device_train_batch_size=32, num_generations=8, max_completion_length=8,
+              learning_rate=0.0, per_device_train_batch_size=32, num_generations=8, max_completion_length=8,
               num_iterations=2, max_steps=steps, logging_steps=steps, report_to="none", save_strategy="no", seed=0)
 if name == "gipo":
     cls, args = GIPOTrainer, GIPOConfig(loss_type="gipo", gipo_aggregation="grpo", **common)
@@ -83,7 +87,8 @@ def main() -> None:
         "trl_step_overhead",
         "TRL: GIPOTrainer vs GRPOTrainer overhead",
         f"Made by `python benchmarks/trl_step_overhead.py --repeats {args.repeats} --steps {args.steps}`: tiny local "
-        "Qwen2 (hidden 64), batch 32 (8 generations), 8 completion tokens, num_iterations=2, 1 torch thread, "
+        "Qwen2 (hidden 64), batch 32 (8 generations), 8 completion tokens, num_iterations=2, "
+        "learning rate 0 (identical batches in both trainers), 1 torch thread, "
         "each run in its own process; medians. Peak memory is the process max RSS on CPU (it includes the "
         "Python/torch runtime). Target: time ratio ≤ 1.03, equal memory.",
         rows,

@@ -116,8 +116,9 @@ class GIPOTrainer(GRPOTrainer):
             mask = mask.sum(-1, keepdim=True) > 0
         result = self.policy_objective(log_prob, old_log_prob, advantages, mask, reduction="none")
         mode = "train" if self.model.training else "eval"
-        for key, value in result.metrics.items():
-            self._metrics[mode][f"gipo/{key}"].append(self.accelerator.gather(value).nanmean().item())
+        gathered = self.accelerator.gather(torch.stack(list(result.metrics.values()))[None])  # one sync for all
+        for key, value in zip(result.metrics, gathered.nanmean(0).tolist(), strict=True):
+            self._metrics[mode][f"gipo/{key}"].append(value)
         return result.gate.to(per_token_logps.dtype)
 
     def _compute_loss(self, model, inputs):
