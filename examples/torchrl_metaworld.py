@@ -178,7 +178,7 @@ def train(args: argparse.Namespace) -> dict:
         for key, value in row.items():
             logger.log_scalar(key, value, step=frames)
         progress.update(data.numel())
-        progress.set_postfix(success=f"{row['episode_success']:.2f}", dead=f"{row['dead_fraction']:.2f}")
+        progress.set_postfix(train_success=f"{row['episode_success']:.2f}", dead=f"{row['dead_fraction']:.2f}")
     progress.close()
     collector.shutdown()
 
