@@ -87,6 +87,16 @@ def check_positive(name: str, value: float | Tensor) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
+def check_below(name: str, value: float | Tensor, bound: float, why: str) -> None:
+    """Require ``value < bound`` (a float, or every element of a tensor)."""
+    if isinstance(value, Tensor):
+        if _tracing() or not bool((value >= bound).any()):
+            return
+    elif value < bound:
+        return
+    raise ValueError(f"{name} must be < {bound} {why}, got {value!r}")
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")

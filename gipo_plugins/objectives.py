@@ -43,6 +43,7 @@ from torch import Tensor
 
 from gipo_plugins._checks import (
     as_float_tensor,
+    check_below,
     check_broadcasts_to,
     check_choice,
     check_finite_where,
@@ -217,13 +218,8 @@ def _clip_range(clip_epsilon: float | Tensor | tuple) -> tuple[float | Tensor, f
         low = high = clip_epsilon
     check_positive("clip_epsilon", low)
     check_positive("clip_epsilon", high)
-    if isinstance(low, Tensor):
-        if not torch.compiler.is_compiling() and bool((low >= 1).any()):
-            raise ValueError("clip_epsilon low must be < 1 so that 1 - low > 0")
-        return low, high
-    if low >= 1:
-        raise ValueError(f"clip_epsilon low must be < 1 so that 1 - low > 0, got {low!r}")
-    return float(low), high if isinstance(high, Tensor) else float(high)
+    check_below("clip_epsilon low", low, 1.0, "so that 1 - low > 0")
+    return tuple(x if isinstance(x, Tensor) else float(x) for x in (low, high))
 
 
 def ppo_clip_objective(
