@@ -16,7 +16,7 @@ Run: ``python examples/core_demo.py`` (about a minute on 2 CPU cores). Writes
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +28,9 @@ import torch
 from gipo_plugins import PolicyObjective
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import write_report  # noqa: E402  (the CSV + markdown writer all benchmark pages use)
+
 OBJECTIVE_STYLES = {"gipo": "tab:blue", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
 
 
@@ -130,29 +133,22 @@ def bandit_ab(args: argparse.Namespace) -> list[dict]:
 
 
 def write_table(rows: list[dict], args: argparse.Namespace) -> None:
-    out = ROOT / "docs/benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bandit_stale_ab.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        "# Stale-data bandit A/B (core objectives)",
-        "",
+    write_report(
+        "bandit_stale_ab",
+        "Stale-data bandit A/B (core objectives)",
         f"Made by `python examples/core_demo.py` ({args.arms} arms, batch {args.batch}, {args.epochs} epochs per "
         f"batch, {args.iterations} iterations, {args.seeds} seeds, Adam lr {args.lr}). The behaviour policy lags "
         "`lag` updates behind the learner. Expected reward is in [0, 1] (best arm = 1).",
-        "",
-        "| lag | objective | mean reward over run | final reward | dead fraction |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['lag']} | {r['objective']} | {r['mean_reward_over_run']:.3f} | {r['final_reward']:.3f} | "
-        f"{r['dead_fraction']:.3f} |"
-        for r in rows
-    ]
-    lines += ["", "![curves](../img/bandit_stale_ab.png)", ""]
-    (out / "bandit_stale_ab.md").write_text("\n".join(lines))
+        rows,
+        {
+            "lag": "lag",
+            "objective": "objective",
+            "mean_reward_over_run": "mean reward over run",
+            "final_reward": "final reward",
+            "dead_fraction": "dead fraction",
+        },
+        footer="![curves](../img/bandit_stale_ab.png)",
+    )
 
 
 def main() -> None:
