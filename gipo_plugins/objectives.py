@@ -150,7 +150,8 @@ def _finish(batch: _Batch, term: Tensor, gate: Tensor, grad_weight: Tensor, redu
 def _by_advantage_sign(advantages: Tensor, positive: float | Tensor, negative: float | Tensor) -> float | Tensor:
     if isinstance(positive, float | int) and isinstance(negative, float | int) and positive == negative:
         return positive
-    return torch.where(advantages > 0, torch.as_tensor(positive), torch.as_tensor(negative))
+    pos, neg = (torch.as_tensor(v, dtype=advantages.dtype, device=advantages.device) for v in (positive, negative))
+    return torch.where(advantages > 0, pos, neg)
 
 
 def gipo_objective(

@@ -10,6 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # integration tests run the examples' own entry points
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmark machinery with unit tests (gridworld.exact)
 torch.set_num_threads(1)
 
 
