@@ -48,7 +48,9 @@ class MetaWorldFixes(gym.Wrapper):
         return obs.astype(np.float32), float(reward), bool(terminated), bool(truncated), self._clean_info(info)
 
 
-def make_metaworld_env(task: str = "reach-v3", seed: int = 0, *, max_episode_steps: int = 500, **kwargs) -> gym.Env:
+def make_metaworld_env(
+    task: str = "reach-v3", seed: int = 0, *, max_episode_steps: int = 500, **kwargs: Any
+) -> gym.Env:
     """A seeded Meta-World MT1 task as a gymnasium env with the fixes above.
 
     Args:

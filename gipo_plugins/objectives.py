@@ -238,9 +238,10 @@ def ppo_clip_objective(
     clip range in the direction the advantage pushes (:math:`A>0, r>1+\epsilon_h` or
     :math:`A<0, r<1-\epsilon_l`): those samples are dead.
 
+    Other arguments and errors as :func:`gipo_objective`.
+
     Args:
         clip_epsilon: :math:`\epsilon`, or a ``(low, high)`` pair for asymmetric ranges.
-        Other arguments and errors as :func:`gipo_objective`.
     """
     low, high = _clip_range(clip_epsilon)
     batch = _prepare(log_prob, old_log_prob, advantages, mask)
@@ -269,9 +270,11 @@ def sapo_objective(
     in TRL). The gradient weight is :math:`u = 4s(1-s)\,r` with :math:`s = \mathrm{sigmoid}(\tau(r-1))`,
     so :math:`u = 1` at :math:`r = 1`.
 
+    Other arguments and errors as :func:`gipo_objective`.
+
     Args:
-        tau_pos, tau_neg: temperatures :math:`\tau_\pm > 0`.
-        Other arguments and errors as :func:`gipo_objective`.
+        tau_pos: temperature :math:`\tau_+ > 0` for positive advantages.
+        tau_neg: temperature :math:`\tau_- > 0` otherwise.
     """
     check_positive("tau_pos", tau_pos)
     check_positive("tau_neg", tau_neg)

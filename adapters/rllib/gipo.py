@@ -70,7 +70,8 @@ class GIPOConfig(PPOConfig):
             gipo_sigma: kernel scale σ > 0 (default 1.0, the paper's "GIPO (1.0, 1.0)").
             gipo_sigma_neg_ratio: σ₋/σ₊ for non-positive advantages (0.5: advantage-aware variant).
             gipo_kernel: ``"gaussian"``, ``"laplacian"`` or ``"cauchy"``.
-            sapo_tau_pos, sapo_tau_neg: SAPO's temperatures (``objective="sapo"``).
+            sapo_tau_pos: SAPO's temperature for positive advantages (``objective="sapo"``).
+            sapo_tau_neg: SAPO's temperature otherwise.
         """
         super().training(**kwargs)
         for name, value in (
