@@ -1,0 +1,197 @@
+"""The tiny OpenVLA, its action tokenizer, Meta-World from pixels and GIPO post-training through TRL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from gipo_plugins.trl.metaworld_images import STATE_DIM, MetaWorldImageEnv, collect_demonstrations
+from gipo_plugins.trl.openvla import (
+    ActionTokenizer,
+    TinyOpenVLAConfig,
+    TinyOpenVLAForActionPrediction,
+    TinyOpenVLAProcessor,
+    compute_statistics,
+    normalize,
+    unnormalize,
+)
+from gipo_plugins.trl.vla import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path), TinyOpenVLAProcessor.from_pretrained(path)
+
+
+def sample_inputs(processor, batch=3, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, processor.image_size, processor.image_size, 3), dtype=np.uint8)
+    states = np.array(next(iter(processor.norm_stats.values()))["state"]["q01"]) + rng.uniform(0, 0.01, (batch, 6))
+    return processor(images, "reach the goal", states)
+
+
+# ---------------------------------------------------------------- model, processor, action tokenizer
+
+
+def test_save_load_round_trip_gives_identical_logits_through_the_auto_classes(tiny_vla, tmp_path):
+    model, processor = load(tiny_vla)
+    assert isinstance(model, TinyOpenVLAForActionPrediction)
+    assert isinstance(AutoConfig.from_pretrained(tiny_vla), TinyOpenVLAConfig)
+    inputs = sample_inputs(processor)
+    model.eval()
+    logits = model(**inputs).logits
+    assert logits.shape == (*inputs["input_ids"].shape, len(processor.tokenizer))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again, processor2 = load(tmp_path)
+    torch.testing.assert_close(again.eval()(**processor2(*_raw(inputs, processor))).logits, logits, rtol=0, atol=0)
+
+
+def _raw(inputs, processor):
+    """Undo the processor's image scaling (round trip through uint8) to feed the reloaded processor."""
+    images = ((inputs["pixel_values"] * 0.5 + 0.5) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rows = [processor.tokenizer.decode(r[r != processor.tokenizer.pad_token_id]) for r in inputs["input_ids"]]
+    assert all("What action should the robot take to reach the goal?" in r for r in rows)
+    stats = next(iter(processor.norm_stats.values()))["state"]
+    ids = inputs["input_ids"][:, 1 : 1 + STATE_DIM]
+    return images, "reach the goal", unnormalize(processor.action_tokenizer.decode(ids), stats, name="states")
+
+
+def test_left_padded_rows_get_the_same_logits_as_unpadded_ones(tiny_vla):
+    model, processor = load(tiny_vla)
+    model.eval()
+    images = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    padded = processor(images, ["reach the goal", "push the puck to the goal"])
+    pad = int((padded["attention_mask"][0] == 0).sum())
+    assert pad > 0
+    alone = processor(images[:1], "reach the goal")
+    torch.testing.assert_close(model(**padded).logits[0, pad:], model(**alone).logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_action_tokenizer_round_trip_within_half_a_bin_on_the_last_256_ids():
+    tokenizer = ActionTokenizer(vocab_size=600)
+    actions = torch.cat([torch.linspace(-1, 1, 2001), torch.tensor([-1.0, 1.0, 0.0])])
+    ids = tokenizer.encode(actions)
+    assert ids.min() >= 600 - 256 and ids.max() <= 599
+    assert (tokenizer.decode(ids) - actions).abs().max() <= 1 / 255 + 1e-6
+    assert tokenizer.decode(torch.tensor([0, 5])).tolist() == pytest.approx([tokenizer.centers[-1].item()] * 2)
+
+
+def test_statistics_normalise_and_unnormalise_as_openvla():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform([-0.5, 0, -2, -1], [0.5, 3, 2, 1], (500, 4))
+    stats = compute_statistics(actions)
+    inside = np.clip(actions, stats["q01"], stats["q99"])
+    normalized = normalize(inside, stats)
+    assert normalized.abs().max() <= 1 + 1e-6
+    np.testing.assert_allclose(unnormalize(normalized, stats).numpy(), inside, atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors(tiny_vla):
+    model, processor = load(tiny_vla)
+    stats = model.action_stats()
+    with pytest.raises(ValueError, match="outside the statistics"):
+        normalize(np.array([[100.0, 0, 0, 0]]), stats)
+    with pytest.raises(ValueError, match="NaN"):
+        normalize(np.array([[np.nan, 0, 0, 0]]), stats)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        normalize(np.zeros((1, 3)), stats)
+    with pytest.raises(ValueError, match="q01"):
+        normalize(np.zeros((1, 4)), {})
+    with pytest.raises(ValueError, match="unnorm_key"):
+        model.action_stats("no-such-dataset")
+    with pytest.raises(ValueError, match="images must be"):
+        processor(np.zeros((1, 32, 32, 3), dtype=np.uint8), "reach the goal")
+    inputs = sample_inputs(processor, batch=1)
+    with pytest.raises(ValueError, match="pixel_values must be"):
+        model(inputs["input_ids"], inputs["attention_mask"], torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="normalised"):
+        ActionTokenizer(600).encode(torch.tensor([1.5]))
+
+
+def test_predict_action_returns_unnormalised_actions_inside_the_statistics(tiny_vla):
+    model, processor = load(tiny_vla)
+    actions = model.predict_action(sample_inputs(processor, batch=2))
+    stats = model.action_stats()
+    assert actions.shape == (2, 4)
+    assert (actions >= np.array(stats["q01"]) - 1e-5).all() and (actions <= np.array(stats["q99"]) + 1e-5).all()
+
+
+# ---------------------------------------------------------------- rendering and the environment
+
+
+def test_expert_image_episode_succeeds_with_documented_observations():
+    env = MetaWorldImageEnv("reach-v3", seed=0, image_size=64, max_episode_steps=120)
+    obs = env.reset(3)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 5
+    assert obs["state"].shape == (STATE_DIM,) and obs["state"].dtype == np.float32
+    expert, solved, done = env.expert(), False, False
+    while not (solved or done):
+        obs, _, solved, done = env.step(expert())
+    env.close()
+    assert solved
+
+
+def test_demonstrations_stack_per_step_arrays():
+    demos = collect_demonstrations("reach-v3", 2, max_episode_steps=15)
+    assert demos["images"].shape == (30, 64, 64, 3) and demos["actions"].shape == (30, 4)
+    assert demos["episode"].tolist() == [0] * 15 + [1] * 15
+
+
+# ---------------------------------------------------------------- GIPO post-training through TRL
+
+
+def test_step_advantages_use_a_per_time_step_group_baseline():
+    rewards = np.array([[1.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    adv = step_advantages(rewards, group_size=2, discount=1.0)
+    np.testing.assert_allclose(adv.reshape(2, 2, 2).mean(1), 0, atol=1e-9)
+    assert adv[0, 0] > 0 > adv[1, 0] and np.allclose(adv[2:], 0)
+    with pytest.raises(ValueError, match="groups"):
+        step_advantages(rewards[:3], 2, 1.0)
+
+
+def vla_trainer(path, tmp_path, **overrides):
+    model, processor = load(path)
+    settings = dict(
+        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=2, max_steps=3,
+        learning_rate=1e-3, bf16=False, report_to="none", logging_steps=1, beta=0.0, num_iterations=2,
+        episode_horizon=6, max_completion_length=4, save_strategy="no", seed=0,
+    )  # fmt: skip
+    settings.update(overrides)
+    return VLAGIPOTrainer(model, processor, VLAGIPOConfig(**settings), goal_dataset(list(range(8))))
+
+
+@pytest.mark.parametrize("loss_type", ["gipo", "dapo"])
+def test_a_few_post_training_steps_log_metrics_and_change_the_policy(tiny_vla, tmp_path, loss_type):
+    trainer = vla_trainer(tiny_vla, tmp_path, loss_type=loss_type)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3 and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(0.0 <= h["env/success_rate"] <= 1.0 for h in logs if "env/success_rate" in h)
+    if loss_type == "gipo":
+        assert all(k in logs[0] for k in ("gipo/trust_weight_mean", "gipo/dead_fraction", "gipo/ess"))
+        # behaviour log-probs stored while acting equal the trainer's recomputation on the first pass
+        assert logs[0]["gipo/log_ratio_abs_mean"] < 1e-4
+        assert logs[1]["gipo/log_ratio_abs_mean"] > 1e-4  # second pass over the same episodes: stale
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
+    assert "lm_head.weight" in changed and any(n.startswith("model.projector") for n in changed)
+    assert any(n.startswith("model.vision_backbone") for n in changed)
+
+
+def test_config_rejects_bad_episode_settings(tmp_path):
+    with pytest.raises(ValueError, match="episode_horizon"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, episode_horizon=0, bf16=False)
+    with pytest.raises(ValueError, match="discount"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, discount=1.5, bf16=False)
+
+
+@pytest.mark.gpu
+def test_post_training_on_cuda_in_bf16(tiny_vla, tmp_path):
+    trainer = vla_trainer(tiny_vla, tmp_path, use_cpu=False, bf16=True, max_steps=2)
+    trainer.train()
+    assert next(trainer.model.parameters()).is_cuda
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
