@@ -3,10 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# headless MuJoCo rendering (Meta-World from pixels) through Mesa's EGL
+export MUJOCO_GL ?= egl
+EGL_PACKAGES := libegl1 libgl1-mesa-dri
 
 .PHONY: setup demo test lint docs clean
 
 $(VENV)/.installed: pyproject.toml
+	@# system libraries for headless rendering: installed only if missing (needs root and apt-get)
+	@dpkg -s $(EGL_PACKAGES) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq --no-install-recommends $(EGL_PACKAGES); } \
+		|| echo "warning: install $(EGL_PACKAGES) (or libosmesa6 and MUJOCO_GL=osmesa) to render Meta-World images"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	# CPU torch first: otherwise pip resolves torch from the index and pulls a multi-GB CUDA build.

@@ -195,3 +195,21 @@ def test_post_training_on_cuda_in_bf16(tiny_vla, tmp_path):
     trainer.train()
     assert next(trainer.model.parameters()).is_cuda
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_example_post_trains_from_a_checkpoint_and_writes_its_curve(tiny_vla, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import vla_metaworld
+
+    argv = ["vla_metaworld.py", "--checkpoint", tiny_vla, "--max-steps", "2", "--episodes-per-step", "4",
+            "--num-generations", "2", "--horizon", "5", "--eval-goals", "2", "--eval-horizon", "10",
+            "--eval-every", "1", "--logdir", str(tmp_path), "--run-name", "run"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    vla_metaworld.main()
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert [c["step"] for c in summary["curve"]] == [0, 1, 2]
+    assert [c["episodes"] for c in summary["curve"]] == [0, 4, 4]  # num_iterations=2: one batch per 2 steps
+    assert all(0.0 <= c["eval_success_rate"] <= 1.0 for c in summary["curve"])
+    assert (tmp_path / "run" / "config.json").exists()
