@@ -68,6 +68,7 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
     groups = [(a, g, o) for a in preset.adapters for g in preset.regimes for o in preset.objectives]
     matrix = {k: np.zeros((len(seeds), len(tasks))) for k in groups}
     curves: dict[tuple, dict[int, list[float]]] = {k: defaultdict(list) for k in groups}
+    training = {k: defaultdict(list) for k in groups}  # per-iteration diagnostics pooled over the group's runs
     per_run = []
     for run, summary in summaries.items():
         key = (run.adapter, run.regime, run.objective)
@@ -76,6 +77,9 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
         for h in summary["history"]:
             if "eval_success_rate" in h:
                 curves[key][h["frames"]].append(h["eval_success_rate"])
+            for metric in ("dead_fraction", "log_ratio_abs_mean"):
+                if h.get(metric) is not None:
+                    training[key][metric].append(h[metric])
         per_run.append(
             {
                 "run": run.name,
@@ -98,7 +102,9 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
     for a, g, o in groups:
         point, low, high = iqm_with_ci(matrix[(a, g, o)])
         rows.append({"adapter": a, "regime": g, "objective": o, "iqm": point, "ci_low": low, "ci_high": high,
-                     "mean": float(matrix[(a, g, o)].mean()), "runs": matrix[(a, g, o)].size})  # fmt: skip
+                     "mean": float(matrix[(a, g, o)].mean()), "runs": matrix[(a, g, o)].size,
+                     "dead_fraction": float(np.mean(training[(a, g, o)]["dead_fraction"])),
+                     "log_ratio_abs": float(np.mean(training[(a, g, o)]["log_ratio_abs_mean"]))})  # fmt: skip
     _plot_bars(rows, preset)
     _plot_curves(curves, preset)
     command = f"python benchmarks/metaworld_stale/sweep.py --preset {preset_name}"
@@ -123,6 +129,8 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
             "ci_high": "95 % CI high",
             "mean": "mean",
             "runs": "runs",
+            "dead_fraction": "dead fraction",
+            "log_ratio_abs": "mean abs log r",
         },
         footer=_findings(rows, preset),
     )
@@ -131,6 +139,20 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
 def _findings(rows: list[dict], preset) -> str:
     by = {(r["adapter"], r["regime"], r["objective"]): r for r in rows}
     lines = ["## What this run shows (computed from the table)", ""]
+    if len(preset.seeds) < 5:
+        caveat = (
+            f"With {len(preset.seeds)} seeds per task the stratified bootstrap has very few distinct resamples, so "
+            "its intervals understate the uncertainty: read 'disjoint' below as a hint, not as significance. "
+            "The paper preset (10 seeds) is the one to draw conclusions from."
+        )
+        lines += [caveat, ""]
+    ppo = {(r["adapter"], r["regime"]): r["dead_fraction"] for r in rows if r["objective"] == "ppo_clip"}
+    dead = ", ".join(f"{ADAPTER_TITLES[a]} {g} {v:.2f}" for (a, g), v in ppo.items())
+    lines += [
+        f"PPO-clip's dead fraction (mean over training iterations and runs): {dead}. Far below 1 means the "
+        "stale regime is mild here, and the objectives cannot differ much.",
+        "",
+    ]
     for adapter in preset.adapters:
         for regime in preset.regimes:
             gipo, ppo = by[(adapter, regime, "gipo")], by[(adapter, regime, "ppo_clip")]

@@ -17,7 +17,7 @@ Resumable: each finished run leaves ``<workdir>/<run>.json`` and is never rerun;
 continues with the runs that are missing. After the runs, :mod:`report` aggregates (IQM and
 stratified-bootstrap 95 % CIs over tasks × seeds) into ``docs/benchmarks/metaworld_stale.*``::
 
-    python benchmarks/metaworld_stale/sweep.py --preset small        # ~1 h on 2 CPU cores
+    python benchmarks/metaworld_stale/sweep.py --preset small        # 48 runs, ~80 min on 2 CPU cores
     python benchmarks/metaworld_stale/sweep.py --preset paper --address auto   # on a Ray cluster
 """
 
