@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -53,11 +52,12 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from gipo_plugins.trl.tiny import build_tokenizer as build_bpe_tokenizer
+
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 N_BINS = 256
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 PROCESSOR_FILE = "vla_processor.json"
 
 
@@ -448,20 +448,8 @@ class TinyOpenVLAProcessor:
 
 def build_tokenizer(instructions: Sequence[str], vocab_size: int = 320) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the prompts of ``instructions``, then 256 action tokens as the last ids."""
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([PROMPT.format(instruction=i) for i in instructions] * 20, trainer)
-    tokenizer.add_special_tokens([f"<act_{i}>" for i in range(N_BINS)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+    prompts = [PROMPT.format(instruction=i) for i in instructions] * 20
+    return build_bpe_tokenizer(vocab_size, prompts, added_tokens=[f"<act_{i}>" for i in range(N_BINS)])
 
 
 def tiny_config(vocab_size: int, *, image_size: int = 64, patch_size: int = 8, vision_dim: int = 32,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -28,12 +29,15 @@ def corpus(lines: int = 2000, seed: int = 0) -> list[str]:
     return out
 
 
-def build_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on :func:`corpus`."""
+def build_tokenizer(
+    vocab_size: int = 256, texts: Sequence[str] | None = None, added_tokens: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` (default: :func:`corpus`).
+
+    ``added_tokens`` are appended as special tokens after training, so they take the last ids.
+    """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    from tokenizers import decoders
-
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -41,7 +45,8 @@ def build_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(corpus(), trainer)
+    tokenizer.train_from_iterator(corpus() if texts is None else texts, trainer)
+    tokenizer.add_special_tokens(list(added_tokens))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )

@@ -31,7 +31,12 @@ import torch
 from datasets import Dataset
 
 from gipo_plugins.trl.gipo import GIPOConfig, GIPOTrainer
-from gipo_plugins.trl.metaworld_images import STATE_DIM, MetaWorldImageEnv, collect_demonstrations, instruction
+from gipo_plugins.trl.metaworld_images import (
+    STATE_DIM,
+    MetaWorldImageEnv,
+    collect_demonstrations,
+    instruction,
+)
 from gipo_plugins.trl.openvla import (
     ActionTokenizer,
     TinyOpenVLAForActionPrediction,
@@ -42,6 +47,9 @@ from gipo_plugins.trl.openvla import (
     tiny_config,
     unnormalize,
 )
+
+TOKENIZER_INSTRUCTIONS = ("reach the goal", "push the puck to the goal")
+"""Instructions the recipe's tokenizer is trained on, besides the task's own (fixed for reproducible checkpoints)."""
 
 # --------------------------------------------------------------------------------------------------
 # Acting, evaluation and the SFT recipe
@@ -94,7 +102,7 @@ def sft_checkpoint(path: str | Path, *, task: str = "reach-v3", episodes: int = 
     torch.manual_seed(seed)
     demos = collect_demonstrations(task, episodes, seed=seed, image_size=image_size, max_episode_steps=horizon)
     stats = {task: {"action": compute_statistics(demos["actions"]), "state": compute_statistics(demos["states"])}}
-    tokenizer = build_tokenizer(sorted({instruction(task), "reach the goal", "push the puck to the goal"}))
+    tokenizer = build_tokenizer(sorted({instruction(task), *TOKENIZER_INSTRUCTIONS}))
     config = tiny_config(len(tokenizer), image_size=image_size, llm_dim=llm_dim, state_dim=STATE_DIM,
                          norm_stats=stats)  # fmt: skip
     model = TinyOpenVLAForActionPrediction(config)
