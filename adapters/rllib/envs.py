@@ -27,7 +27,8 @@ def register_metaworld_envs(tasks: Iterable[str] | None = None) -> list[str]:
 
     ``env_config`` keys: ``seed`` (base seed; runner ``i`` sub-env ``j`` uses ``seed + 1000 i + j``)
     and ``max_episode_steps`` (default 500). Call before ``ray.init`` or after: Tune's registry
-    reaches remote env runners either way. Returns the registered ids.
+    reaches remote env runners either way. Ray keeps registrations per cluster, so after
+    ``ray.shutdown()`` and a new ``ray.init()`` call it again. Returns the registered ids.
     """
     if tasks is None:
         from gipo_plugins.metaworld import metaworld_tasks

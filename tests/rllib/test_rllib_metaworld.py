@@ -13,9 +13,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.tune.registry import get_trainable_cls
 
 from gipo_plugins.diagnostics import METRIC_KEYS
-from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
-
-register_metaworld_envs(["reach-v3"])
+from gipo_plugins.rllib import GIPO, GIPOConfig, MetaWorldSuccess  # "metaworld/reach-v3": ray_session registers it
 
 
 def small_config(**training) -> GIPOConfig:
