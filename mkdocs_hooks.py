@@ -16,9 +16,18 @@ TREE = ROOT / "build" / "api_src" / "gipo_plugins"
 ADAPTERS = ("rllib", "torchrl", "trl")
 
 
-def on_config(config):
+def mirror_package() -> None:
     shutil.rmtree(TREE.parent, ignore_errors=True)
     shutil.copytree(ROOT / "gipo_plugins", TREE, ignore=shutil.ignore_patterns("__pycache__"))
     for adapter in ADAPTERS:
         shutil.copytree(ROOT / "adapters" / adapter, TREE / adapter, ignore=shutil.ignore_patterns("__pycache__"))
-    return config
+
+
+def on_startup(command, dirty):
+    """Before any plugin reads its config: mkdocstrings only searches paths that exist then."""
+    mirror_package()
+
+
+def on_pre_build(config):
+    """Refresh the copies on every build (``mkdocs serve`` rebuilds after edits)."""
+    mirror_package()
