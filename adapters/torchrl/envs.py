@@ -6,7 +6,28 @@ import torch
 
 from gipo_plugins.metaworld import make_metaworld_env as make_gym_env
 from torchrl.data import Composite, Unbounded
-from torchrl.envs import Compose, GymWrapper, RewardSum, StepCounter, TransformedEnv, default_info_dict_reader
+from torchrl.envs import (
+    ActionDiscretizer,
+    Compose,
+    GymWrapper,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+    default_info_dict_reader,
+)
+
+
+class ActionBins(ActionDiscretizer):
+    r"""Discrete action bins per dimension: bin :math:`b \in \{0..n-1\}` ↦ :math:`l + (h - l)\,b/(n-1)`.
+
+    The grid includes both ends of the action box (for Meta-World's :math:`[-1, 1]` and 256 bins,
+    :math:`-1 + 2b/255`, as in the GIPO reference protocol), unlike
+    :class:`~torchrl.envs.transforms.ActionDiscretizer`'s built-in interval strategies. The env then
+    takes a ``MultiCategorical`` action of bin indices, one per action dimension.
+    """
+
+    def custom_arange(self, nint: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(nint, device=device, dtype=torch.float32) / (nint - 1)
 
 
 def make_metaworld_env(
@@ -14,23 +35,31 @@ def make_metaworld_env(
     seed: int = 0,
     *,
     max_episode_steps: int = 500,
+    action_bins: int | None = None,
     device: str | torch.device = "cpu",
 ) -> TransformedEnv:
     """A seeded Meta-World task for TorchRL.
 
-    The env writes ``observation`` (float32, 39), takes ``action`` (float32, 4, in [-1, 1]), and
-    reads ``success`` (float32, 1.0 once solved) from ``info`` into the step's tensordict.
-    ``RewardSum`` adds ``episode_reward``, ``StepCounter`` adds ``step_count``.
+    The env writes ``observation`` (float32, 39), takes ``action`` (float32, 4, in [-1, 1]; or, with
+    ``action_bins``, int64 bin indices, see :class:`ActionBins`), and reads ``success`` (float32, 1.0
+    while the task is solved) from ``info`` into the step's tensordict. ``RewardSum`` adds
+    ``episode_reward``, ``StepCounter`` adds ``step_count``.
 
     Args:
         task: a Meta-World v3 task, e.g. ``"reach-v3"``.
         seed: seeds the task's goal sequence and the env.
         max_episode_steps: truncation horizon (≤ 500).
+        action_bins: if given (≥ 2), the number of discrete bins per action dimension.
         device: device of the env's tensors.
     """
     base = GymWrapper(make_gym_env(task, seed, max_episode_steps=max_episode_steps), device=device)
     reader = default_info_dict_reader(["success"], spec=Composite(success=Unbounded(shape=(), dtype=torch.float32)))
     base.set_info_dict_reader(reader)
-    env = TransformedEnv(base, Compose(StepCounter(), RewardSum()))
+    transforms = [StepCounter(), RewardSum()]
+    if action_bins is not None:
+        if action_bins < 2:
+            raise ValueError(f"action_bins must be >= 2, got {action_bins}")
+        transforms.append(ActionBins(action_bins))
+    env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)
     return env

@@ -11,8 +11,11 @@ from tensordict.nn import dispatch
 
 from gipo_plugins import PolicyObjective, behaviour_kl
 from gipo_plugins.diagnostics import METRIC_KEYS
+from torchrl.modules.distributions.utils import has_analytic_kl
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
+
+KL_ESTIMATORS = ("auto", "exact", "k3")
 
 
 class GIPOLoss(ClipPPOLoss):
@@ -22,13 +25,14 @@ class GIPOLoss(ClipPPOLoss):
 
     .. math::
         w = k(\mathrm{sg}[\ell] / \sigma_{eff}), \qquad
-        \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\big((r - 1) - \ell\big)]
+        \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)]
 
     where :math:`k` is a Gaussian (default), Laplacian or Cauchy kernel, :math:`\sigma_{eff} = \sigma`
     for :math:`A > 0` and :math:`\sigma\cdot\text{sigma\_neg\_ratio}` otherwise, and the optional
-    bracket is a KL penalty :math:`\beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)` (k3 estimator) to the
-    behaviour policy. The formula lives in :func:`gipo_plugins.gipo_objective`; this class maps
-    TorchRL's keys and outputs onto it.
+    bracket is a KL penalty to the behaviour policy: exact, from the behaviour distribution's parameters
+    stored in the data (as :class:`~torchrl.objectives.KLPENPPOLoss` does), or the k3 sample estimate
+    :math:`(r - 1) - \ell` (:func:`gipo_plugins.behaviour_kl`). The formula lives in
+    :func:`gipo_plugins.gipo_objective`; this class maps TorchRL's keys and outputs onto it.
 
     Everything else is :class:`~torchrl.objectives.ClipPPOLoss`: constructor arguments, tensordict
     keys and :meth:`set_keys`, value estimators (GAE by default), advantage normalisation,
@@ -50,6 +54,12 @@ class GIPOLoss(ClipPPOLoss):
         kl_coeff (float, optional): coefficient :math:`\beta \ge 0` of the KL penalty to the behaviour
             policy, folded into ``loss_objective`` and reported as ``"kl"``; a schedulable buffer.
             ``None`` (default) disables it.
+        kl_estimator (str, optional): ``"exact"``: :math:`\mathrm{KL}` between the behaviour distribution
+            rebuilt from the parameters stored in the data (``actor_network.build_dist_from_params``,
+            e.g. the ``"logits"`` the collector recorded) and the current one, per action dimension for
+            factorised distributions; ``"k3"``: the sample estimate from the log-probs only;
+            ``"auto"`` (default): exact when the parameters are in the data and the pair of
+            distributions has an analytic KL, k3 otherwise.
         sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (``objective="sapo"``).
         clip_epsilon (scalar or tuple, optional): PPO's clip range; used by ``objective="ppo_clip"``,
             by the value clip and by the ``clip_fraction`` diagnostic. Defaults to ``0.2``.
@@ -86,6 +96,7 @@ class GIPOLoss(ClipPPOLoss):
         kernel: str = "gaussian",
         objective: str = "gipo",
         kl_coeff: float | None = None,
+        kl_estimator: str = "auto",
         sapo_tau_pos: float = 1.0,
         sapo_tau_neg: float = 1.05,
         clip_epsilon: float | tuple[float, float] = 0.2,
@@ -102,8 +113,11 @@ class GIPOLoss(ClipPPOLoss):
         )
         if kl_coeff is not None and not (math.isfinite(kl_coeff) and kl_coeff >= 0):
             raise ValueError(f"kl_coeff must be None or a finite number >= 0, got {kl_coeff!r}")
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; choose one of {', '.join(KL_ESTIMATORS)}")
         super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
         self.policy_objective = policy_objective
+        self.kl_estimator = kl_estimator
         device = self._clip_epsilon_buffers()[0].device
         self.register_buffer("sigma", torch.tensor(float(sigma), device=device))
         if kl_coeff is None:
@@ -153,9 +167,33 @@ class GIPOLoss(ClipPPOLoss):
             advantage = tensordict.get(self.tensor_keys.advantage)
         return self._maybe_normalize_advantage(advantage, tensordict, update_norm=update_norm)
 
+    def _behaviour_dist(self, tensordict: TensorDictBase) -> torch.distributions.Distribution | None:
+        """The behaviour distribution rebuilt from its stored parameters, for the exact KL (``None``: use k3)."""
+        if self.kl_coeff is None or self.kl_estimator == "k3":
+            return None
+        try:
+            return self.actor_network.build_dist_from_params(tensordict)
+        except KeyError as err:
+            if self.kl_estimator == "exact":
+                raise KeyError(
+                    "kl_estimator='exact' needs the behaviour distribution's parameters in the data (e.g. the "
+                    f"actor's {self.actor_network.in_keys} at collection time); use kl_estimator='k3' otherwise"
+                ) from err
+            return None
+
+    def _kl(self, behaviour, dist, log_behav_weight, zero, mask) -> torch.Tensor:
+        """Per-element KL(π_old ‖ π_θ), shaped like ``log_behav_weight``."""
+        if behaviour is not None and has_analytic_kl(behaviour, dist):
+            kl = torch.distributions.kl_divergence(behaviour, dist)
+            return kl.reshape(log_behav_weight.shape)
+        if self.kl_estimator == "exact":
+            raise ValueError(f"no analytic KL between {type(behaviour).__name__} and {type(dist).__name__}")
+        return behaviour_kl(log_behav_weight, zero, mask, reduction="none")
+
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = tensordict.clone(False)
+        behaviour = self._behaviour_dist(tensordict)  # before the actor overwrites the stored parameters
         advantage = self._advantage(tensordict)
         log_weight, dist, kl_approx, log_is_weight = self._log_weight(tensordict, adv_shape=advantage.shape[:-1])
         advantage = _broadcast_advantage_to_log_weight(advantage, log_weight)
@@ -177,7 +215,9 @@ class GIPOLoss(ClipPPOLoss):
         loss_objective = result.per_element
         td_out = TensorDict()
         if self.kl_coeff is not None:
-            kl = behaviour_kl(log_behav_weight, zero, mask, reduction="none")
+            kl = self._kl(behaviour, dist, log_behav_weight, zero, mask)
+            if mask is not None:
+                kl = torch.where(mask, kl, zero)
             loss_objective = loss_objective + self.kl_coeff * kl
             td_out.set("kl", kl.detach().sum() / result.mask.sum())
         td_out.set("loss_objective", loss_objective)

@@ -1,24 +1,25 @@
-"""Meta-World stale-data A/B: GIPO vs PPO-clip vs SAPO (vs plain IS), fresh and stale, two adapters.
+"""Meta-World stale-data A/B on the reference protocol: GIPO vs PPO-clip vs SAPO (vs plain IS).
 
-Every run is one of the adapters' own examples (``examples/torchrl_metaworld.py`` with TorchRL's
-``GIPOLoss``, ``examples/rllib_metaworld.py`` with RLlib's ``GIPO`` algorithm) with the same
-env-step budget, seeds and settings for every objective; only ``--objective`` differs. Runs are
-spread over the cores (or a cluster, ``--address``) with Ray tasks, one process per run.
+Every run is one process of the TorchRL recipe (``python -m gipo_plugins.torchrl.recipe``, the
+protocol of the paper's public script on TorchRL components; see its docstring) with the same
+env-step budget, seeds and settings; only the surrogate (and the regime) differ:
 
-Regimes (same number of gradient steps per collected frame in both):
+- **stale** — a FIFO replay of the last 20 000 transitions (data up to 40 iterations old), the
+  behaviour log-probs and GAE advantages stored at collection and never recomputed;
+- **fresh** — a replay of one iteration (500 transitions): every minibatch is this iteration's data.
 
-- **fresh** — on-policy PPO data flow: each batch is used for 10 epochs, then dropped.
-- **stale** — TorchRL: a FIFO replay of the last 8 batches (data up to 8 iterations old) with the
-  behaviour log-probs and advantages stored at collection, sampled 80 minibatches per iteration;
-  RLlib: the env runners act with learner weights 4 iterations old (asynchronous-actor lag), so every
-  batch is 4 policy versions stale when it is learned from.
+Both: 500 env steps per iteration, 10 minibatches of 512 × 10 reuse steps, the actor stepping on
+the first reuse of each minibatch (10 actor and 100 critic steps per iteration), exact KL 0.1.
 
-Resumable: each finished run leaves ``<workdir>/<run>.json`` and is never rerun; a killed sweep
-continues with the runs that are missing. After the runs, :mod:`report` aggregates (IQM and
-stratified-bootstrap 95 % CIs over tasks × seeds) into ``docs/benchmarks/metaworld_stale.*``::
+Runs are spread over the cores (or a cluster, ``--address``) with Ray tasks, one process and one
+torch thread per run. Resumable: each finished run leaves ``<workdir>/<run>.json`` and is never
+rerun; a killed sweep continues with the runs that are missing, seed by seed. ``--report-only``
+aggregates what has finished (:mod:`benchmarks.metaworld_stale.aggregate`) into
+``docs/benchmarks/metaworld_stale.*``::
 
-    python benchmarks/metaworld_stale/sweep.py --preset small        # 48 runs, ~80 min on 2 CPU cores
-    python benchmarks/metaworld_stale/sweep.py --preset paper --address auto   # on a Ray cluster
+    python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
+    python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
+    python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # aggregate finished runs
 """
 
 from __future__ import annotations
@@ -29,97 +30,128 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 
 ROOT = Path(__file__).resolve().parents[2]
 
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "gipo": ("--objective", "gipo", "--sigma", "1.0", "--sigma-neg-ratio", "1.0"),  # the paper's "GIPO (1.0, 1.0)"
+    "gipo_neg0.5": ("--objective", "gipo", "--sigma", "1.0", "--sigma-neg-ratio", "0.5"),  # the script's default
+    "ppo_clip": ("--objective", "ppo_clip", "--clip-epsilon", "0.2"),
+    "sapo": ("--objective", "sapo"),
+    "is": ("--objective", "is"),
+}
+"""The surrogates compared, as recipe flags."""
+
+REGIMES: dict[str, tuple[str, ...]] = {"stale": ("--buffer-size", "20000"), "fresh": ("--buffer-size", "500")}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One rectangle of a preset: every task × variant of it in one regime."""
+
+    regime: str
+    tasks: tuple[str, ...]
+    variants: tuple[str, ...]
+
 
 @dataclass(frozen=True)
 class Preset:
-    tasks: tuple[str, ...]
+    blocks: tuple[Block, ...]
     seeds: tuple[int, ...]
-    total_frames: int
-    objectives: tuple[str, ...] = ("gipo", "ppo_clip", "sapo")
-    adapters: tuple[str, ...] = ("torchrl", "rllib")
-    regimes: tuple[str, ...] = ("fresh", "stale")
-    eval_every: int = 3  # iterations
-    eval_episodes: int = 10
+    total_steps: int
+    eval_every: int = 25  # iterations of 500 env steps
+    eval_episodes: int = 5
+    recipe_args: tuple[str, ...] = field(default=())  # extra recipe flags (the smoke preset's small sizes)
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for b in self.blocks for t in b.tasks))
+
+
+# small: reach-v3 plus three tasks on which this protocol learns within 150k steps (see the report).
+SMALL_TASKS = ("reach-v3", "handle-press-v3", "button-press-topdown-v3", "plate-slide-v3")
+PAPER_TASKS = (
+    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3",
+    "drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "window-open-v3",
+)  # fmt: skip
+
+SMOKE_ARGS = (
+    "--steps-per-iteration", "200", "--max-episode-steps", "100", "--minibatch", "64", "--minibatches", "2",
+    "--reuse", "2", "--actor-every", "2", "--hidden", "64", "--warmup-iterations", "1",
+)  # fmt: skip
 
 PRESETS = {
-    "smoke": Preset(("reach-v3",), (0,), 2000, ("gipo", "ppo_clip"), ("torchrl",), eval_every=1, eval_episodes=2),
-    "small": Preset(("reach-v3", "button-press-topdown-v3"), (0, 1), 24_000),
+    "smoke": Preset(
+        (Block("stale", ("reach-v3",), ("gipo", "ppo_clip")), Block("fresh", ("reach-v3",), ("gipo",))),
+        seeds=(0,),
+        total_steps=600,
+        eval_every=1,
+        eval_episodes=1,
+        recipe_args=SMOKE_ARGS,
+    ),
+    "small": Preset(
+        (
+            Block("stale", SMALL_TASKS, ("gipo", "ppo_clip", "sapo")),
+            Block("fresh", SMALL_TASKS[:2], ("gipo", "ppo_clip")),
+        ),
+        seeds=(0, 1, 2),
+        total_steps=150_000,
+    ),
     "paper": Preset(
         (
-            "reach-v3",
-            "push-v3",
-            "pick-place-v3",
-            "door-open-v3",
-            "drawer-open-v3",
-            "drawer-close-v3",
-            "button-press-topdown-v3",
-            "window-open-v3",
+            Block("stale", PAPER_TASKS, ("gipo", "gipo_neg0.5", "ppo_clip", "sapo", "is")),
+            Block("fresh", PAPER_TASKS, ("gipo", "ppo_clip")),
         ),
-        tuple(range(10)),
-        500_000,
-        ("gipo", "ppo_clip", "sapo", "is"),
-        eval_every=10,
-        eval_episodes=20,
+        seeds=tuple(range(10)),
+        total_steps=500_000,
+        eval_every=50,
+        eval_episodes=10,
     ),
-}
-
-# Per adapter and regime: the example's arguments. Batches of 2000 frames, 200-step episodes.
-REGIME_ARGS = {
-    ("torchrl", "fresh"): ["--frames-per-batch", "2000", "--buffer-iterations", "1", "--updates-per-iteration", "80"],
-    ("torchrl", "stale"): ["--frames-per-batch", "2000", "--buffer-iterations", "8", "--updates-per-iteration", "80"],
-    ("rllib", "fresh"): ["--train-batch", "2000", "--num-epochs", "10", "--policy-lag", "0"],
-    ("rllib", "stale"): ["--train-batch", "2000", "--num-epochs", "10", "--policy-lag", "4"],
 }
 
 
 @dataclass(frozen=True)
 class Run:
-    adapter: str
     regime: str
     task: str
-    objective: str
+    variant: str
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.adapter}_{self.regime}_{self.task}_{self.objective}_seed{self.seed}"
+        return f"{self.regime}_{self.task}_{self.variant}_seed{self.seed}"
 
     def command(self, preset: Preset, workdir: Path) -> list[str]:
         return [
-            sys.executable, str(ROOT / f"examples/{self.adapter}_metaworld.py"), "--task", self.task,
-            "--objective", self.objective, "--seed", str(self.seed), "--total-frames", str(preset.total_frames),
+            sys.executable, "-m", "gipo_plugins.torchrl.recipe", "--task", self.task, "--seed", str(self.seed),
+            *VARIANTS[self.variant], *REGIMES[self.regime], "--total-steps", str(preset.total_steps),
             "--eval-every", str(preset.eval_every), "--eval-episodes", str(preset.eval_episodes),
-            "--logdir", str(workdir), "--run-name", self.name, "--no-progress",
-            *REGIME_ARGS[(self.adapter, self.regime)],
+            "--logdir", str(workdir), "--run-name", self.name, "--no-progress", *preset.recipe_args,
         ]  # fmt: skip
 
 
 def runs_of(preset: Preset) -> list[Run]:
+    """Every run of the preset, seed-major (a sweep cut short has whole seeds), stale before fresh."""
     return [
-        Run(adapter, regime, task, objective, seed)
-        for seed in preset.seeds  # seed-major: a sweep cut short still has whole seeds
-        for task in preset.tasks
-        for adapter in preset.adapters
-        for regime in preset.regimes
-        for objective in preset.objectives
+        Run(block.regime, task, variant, seed)
+        for seed in preset.seeds
+        for block in preset.blocks
+        for task in block.tasks
+        for variant in block.variants
     ]
 
 
 @ray.remote(num_cpus=1)
 def execute(command: list[str], log_path: str) -> tuple[int, float]:
-    """Run one example in its own process; the RLlib example starts its own local Ray instance."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_MODE": "disabled"}
+    """Run one recipe process; its output goes to ``log_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     start = time.time()
     with open(log_path, "w") as log:
-        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     return code, time.time() - start
 
 
@@ -146,7 +178,7 @@ def sweep(preset_name: str, workdir: Path, workers: int, address: str | None) ->
         done = len(todo) - len(pending)
         eta = (time.time() - start) / done * len(pending)
         result = {} if code else json.loads((workdir / f"{run.name}.json").read_text())
-        score = f"final success {result['eval_success_rate']:.2f}" if result else "failed"
+        score = f"final greedy success {result['final_eval_success']:.2f}" if result else "failed"
         print(f"[{done}/{len(todo)}] {run.name}: {score} ({seconds:.0f} s; ~{eta / 60:.0f} min left)", flush=True)
     if owns_ray:
         ray.shutdown()
@@ -155,7 +187,7 @@ def sweep(preset_name: str, workdir: Path, workers: int, address: str | None) ->
     return runs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="small", choices=list(PRESETS))
     p.add_argument("--workers", type=int, default=2, help="parallel runs on this machine (one core each)")
@@ -163,15 +195,14 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/<preset>")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, launch nothing")
     p.add_argument("--no-report", action="store_true", help="run, but do not write docs/benchmarks")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / args.preset
     if args.report_only:
         runs = runs_of(PRESETS[args.preset])
     else:
         runs = sweep(args.preset, workdir, args.workers, args.address)
     if not args.no_report:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from aggregate import write
+        from benchmarks.metaworld_stale.aggregate import write
 
         write(args.preset, PRESETS[args.preset], runs, workdir)
 
