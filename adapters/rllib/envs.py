@@ -42,12 +42,15 @@ def register_metaworld_envs(tasks: Iterable[str] | None = None) -> list[str]:
 
 
 class MetaWorldSuccess(RLlibCallback):
-    """Logs ``episode_success`` (1 if ``info["success"]`` was ever 1 in the episode) per finished episode.
+    """Logs ``episode_success`` per finished episode: 1 if solved at its last step (the shared convention,
+    :func:`gipo_plugins.metaworld.episode_success`).
 
     Appears in results as ``env_runners/episode_success`` (mean over the reporting window).
     """
 
     def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:
+        from gipo_plugins.metaworld import episode_success
+
         chunks = [*(prev_episode_chunks or []), episode]
-        success = max((float(info.get("success", 0.0)) for chunk in chunks for info in chunk.get_infos()), default=0.0)
+        success = episode_success(float(info.get("success", 0.0)) for chunk in chunks for info in chunk.get_infos())
         metrics_logger.log_value("episode_success", success, reduce="mean", window=100)

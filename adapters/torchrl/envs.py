@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-
-from gipo_plugins.metaworld import make_metaworld_env as make_gym_env
 from torchrl.data import Composite, Unbounded
 from torchrl.envs import (
     ActionDiscretizer,
@@ -15,6 +13,8 @@ from torchrl.envs import (
     TransformedEnv,
     default_info_dict_reader,
 )
+
+from gipo_plugins.metaworld import make_metaworld_env as make_gym_env
 
 
 class ActionBins(ActionDiscretizer):

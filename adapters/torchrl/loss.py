@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase, is_tensor_collection
 from tensordict.nn import dispatch
-
-from gipo_plugins import PolicyObjective, behaviour_kl
-from gipo_plugins.diagnostics import METRIC_KEYS
 from torchrl.modules.distributions.utils import has_analytic_kl
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
+
+from gipo_plugins import PolicyObjective, behaviour_kl
+from gipo_plugins.diagnostics import METRIC_KEYS
 
 KL_ESTIMATORS = ("auto", "exact", "k3")
 

@@ -46,17 +46,17 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
-from tqdm import tqdm
-
-from gipo_plugins.metaworld import ACTION_DIM, OBSERVATION_DIM
-from gipo_plugins.torchrl.envs import make_metaworld_env
-from gipo_plugins.torchrl.loss import GIPOLoss
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ValueEstimators
 from torchrl.record.loggers import get_logger
+from tqdm import tqdm
+
+from gipo_plugins.metaworld import ACTION_DIM, OBSERVATION_DIM
+from gipo_plugins.torchrl.envs import make_metaworld_env
+from gipo_plugins.torchrl.loss import GIPOLoss
 
 OBJECTIVES = ("gipo", "ppo_clip", "sapo", "is")
 STORED_KEYS = ("observation", "action", "action_log_prob", "logits", "advantage", "value_target", "collected_at")

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from trl import GRPOConfig, GRPOTrainer
 
 from gipo_plugins import PolicyObjective
-from trl import GRPOConfig, GRPOTrainer
 
 AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 _SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides these by the accumulation steps

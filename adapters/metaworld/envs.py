@@ -1,6 +1,4 @@
-"""Meta-World environments as clean gymnasium envs, shared by every adapter.
-
-Needs the ``[metaworld]`` extra; importing :mod:`gipo_plugins` itself does not import this module.
+"""Meta-World state-based tasks as clean gymnasium envs.
 
 :func:`make_metaworld_env` wraps ``gymnasium.make("Meta-World/MT1", env_name=task, seed=seed)`` and
 fixes what trips RL frameworks:
@@ -23,8 +21,7 @@ import gymnasium as gym
 import metaworld  # noqa: F401  (registers the Meta-World/* gymnasium ids)
 import numpy as np
 
-OBSERVATION_DIM = 39
-ACTION_DIM = 4
+from gipo_plugins.metaworld.tasks import ACTION_DIM, OBSERVATION_DIM, check_task
 
 
 class MetaWorldFixes(gym.Wrapper):
@@ -62,8 +59,7 @@ def make_metaworld_env(
     Raises:
         ValueError: unknown task or a horizon outside ``1..500``.
     """
-    if task not in metaworld_tasks():
-        raise ValueError(f"unknown Meta-World task {task!r}; e.g. {', '.join(sorted(metaworld_tasks())[:5])}, ...")
+    check_task(task)
     if not 1 <= max_episode_steps <= 500:
         raise ValueError(f"max_episode_steps must be in 1..500, got {max_episode_steps}")
     env = gym.make(
@@ -75,10 +71,3 @@ def make_metaworld_env(
         **kwargs,
     )
     return MetaWorldFixes(env)
-
-
-def metaworld_tasks() -> tuple[str, ...]:
-    """Names of the Meta-World v3 tasks (MT50)."""
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-    return tuple(ALL_V3_ENVIRONMENTS)
