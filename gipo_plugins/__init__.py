@@ -1,24 +1,28 @@
 r"""gipo-plugins core: GIPO (Gaussian Importance sampling Policy Optimization) and its baselines.
 
-PPO zeroes the gradient of every sample whose ratio :math:`r = \pi_\theta/\pi_{old}` left
-:math:`[1-\epsilon, 1+\epsilon]`; GIPO instead multiplies the importance-sampled policy gradient by a
+PPO zeroes the gradient of every sample whose ratio $r = \pi_\theta/\pi_{old}$ left
+$[1-\epsilon, 1+\epsilon]$; GIPO instead multiplies the importance-sampled policy gradient by a
 detached trust weight on the log-ratio,
 
-.. math:: \text{term} = -\,r\,A\,\mathrm{sg}[w],\qquad w = \exp\!\big(-\tfrac12 (\log r / \sigma)^2\big),
+$$\text{term} = -\,r\,A\,\mathrm{sg}[w],\qquad w = \exp\!\big(-\tfrac12 (\log r / \sigma)^2\big),$$
 
 so stale samples are damped, never silenced. This package is torch-only; the framework adapters
-live in :mod:`gipo_plugins.rllib`, :mod:`gipo_plugins.torchrl` and :mod:`gipo_plugins.trl`.
+live in `gipo_plugins.rllib`, `gipo_plugins.torchrl`, `gipo_plugins.trl` and `gipo_plugins.vla`,
+Meta-World in `gipo_plugins.metaworld`.
 
-* :func:`trust_weight` — the kernels (:mod:`gipo_plugins.kernels`).
-* :func:`gipo_objective`, :func:`ppo_clip_objective`, :func:`sapo_objective`, :func:`is_objective`,
-  :func:`get_objective`, :class:`PolicyObjective` — the objectives (:mod:`gipo_plugins.objectives`).
-* :func:`utilization_metrics` — the diagnostics (:mod:`gipo_plugins.diagnostics`).
+- `trust_weight` — the kernels (`gipo_plugins.kernels`).
+- `gipo_objective`, `ppo_clip_objective`, `sapo_objective`, `is_objective`, `PolicyObjective`,
+  `behaviour_kl` — the objectives (`gipo_plugins.objectives`).
+- `register_objective`, `Hyperparameter`, `OBJECTIVES`, `get_objective` — the registry
+  (`gipo_plugins.registry`): add an objective with one function and one registration.
+- `utilization_metrics` — the diagnostics (`gipo_plugins.diagnostics`).
+- `set_check_mode`, `check_mode` — data checks as device asserts (default) or strict host checks.
 """
 
+from gipo_plugins._checks import check_mode, get_check_mode, set_check_mode
 from gipo_plugins.diagnostics import utilization_metrics
 from gipo_plugins.kernels import KERNELS, trust_weight
 from gipo_plugins.objectives import (
-    OBJECTIVES,
     ObjectiveResult,
     PolicyObjective,
     behaviour_kl,
@@ -28,20 +32,38 @@ from gipo_plugins.objectives import (
     ppo_clip_objective,
     sapo_objective,
 )
+from gipo_plugins.registry import (
+    OBJECTIVES,
+    Hyperparameter,
+    ObjectiveSpec,
+    all_hyperparameters,
+    objective_names,
+    register_objective,
+    unregister_objective,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KERNELS",
     "OBJECTIVES",
+    "Hyperparameter",
     "ObjectiveResult",
+    "ObjectiveSpec",
     "PolicyObjective",
+    "all_hyperparameters",
     "behaviour_kl",
+    "check_mode",
+    "get_check_mode",
     "get_objective",
     "gipo_objective",
     "is_objective",
+    "objective_names",
     "ppo_clip_objective",
+    "register_objective",
     "sapo_objective",
+    "set_check_mode",
     "trust_weight",
+    "unregister_objective",
     "utilization_metrics",
 ]

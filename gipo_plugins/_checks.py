@@ -1,26 +1,79 @@
-"""Input checks shared by the core: every bad input becomes a ``ValueError`` naming the argument.
+"""Input checks shared by the core: every bad input becomes an error naming the argument.
 
-Value checks (finiteness, positivity, "mask has a valid element") read tensor contents, which
-forces a host sync and a data-dependent branch. They are skipped while ``torch.compile`` traces,
-so compiled losses stay graph-break free; eager calls are always checked.
+Two kinds of check:
+
+- **settings** (σ, ε, kernel names, ...) are plain Python values, checked where they are set
+  (`PolicyObjective`, an adapter's config or loss constructor): a `ValueError` at once, no cost later.
+- **data** (NaN/inf log-probs or advantages, an all-masked batch) live on the device. Reading them on
+  the host would force a device→host sync on every loss call, which stalls a GPU's stream. So by
+  default they are *device-side asserts* (`torch._assert_async`): free on the hot path; on the CPU
+  they fail at once with a `ValueError` naming the argument, on CUDA as a device-side assert carrying
+  the same message (fatal to the CUDA context, as every device assert). `set_check_mode("strict")`
+  (or the environment variable `GIPO_PLUGINS_CHECKS=strict`) reads them on the host instead, one
+  sync per check, and raises the `ValueError` at the faulty call on any device — use it to debug.
+
+While `torch.compile` traces, strict checks are skipped (a data-dependent Python branch would break
+the graph); the asserts are traced into the graph.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+CHECK_MODES = ("async", "strict")
+_mode = os.environ.get("GIPO_PLUGINS_CHECKS", "async")
+if _mode not in CHECK_MODES:
+    raise ValueError(f"GIPO_PLUGINS_CHECKS must be one of {CHECK_MODES}, got {_mode!r}")
+
+
+def set_check_mode(mode: str) -> None:
+    """How data checks run: `"async"` (default, device-side asserts, no host sync) or `"strict"` (host sync)."""
+    global _mode
+    check_choice("check mode", mode, CHECK_MODES)
+    _mode = mode
+
+
+def get_check_mode() -> str:
+    """The current data-check mode (see `set_check_mode`)."""
+    return _mode
+
+
+@contextmanager
+def check_mode(mode: str) -> Iterator[None]:
+    """Context manager: data checks in `mode` inside the block (`with check_mode("strict"): ...`)."""
+    previous = get_check_mode()
+    set_check_mode(mode)
+    try:
+        yield
+    finally:
+        set_check_mode(previous)
 
 
 def _tracing() -> bool:
     return torch.compiler.is_compiling()
 
 
+def assert_data(condition: Tensor, message: str) -> None:
+    """Fail with `message` unless the 0-dim bool tensor `condition` is true (see the module notes)."""
+    if _mode == "strict":
+        if not _tracing() and not bool(condition):
+            raise ValueError(message)
+        return
+    try:
+        torch._assert_async(condition, message)
+    except RuntimeError as err:  # raised at once on the CPU; on CUDA the assert fires on the device
+        raise ValueError(message) from err
+
+
 def as_float_tensor(name: str, value: Tensor) -> Tensor:
-    """Return ``value`` as a floating tensor of at least fp32 precision (half/bf16 are upcast)."""
+    """Return `value` as a floating tensor of at least fp32 precision (half/bf16 are upcast)."""
     if not isinstance(value, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.numel() == 0:
@@ -31,10 +84,10 @@ def as_float_tensor(name: str, value: Tensor) -> Tensor:
 
 
 def check_broadcasts_to(name: str, value: Tensor, shape: torch.Size, target: str) -> None:
-    """Require that ``value`` broadcasts to ``shape`` without enlarging it.
+    """Require that `value` broadcasts to `shape` without enlarging it.
 
-    ``log_prob`` of shape ``(B,)`` with advantages of shape ``(B, 1)`` would silently broadcast to
-    ``(B, B)``; that is a bug in the caller, so it is rejected here.
+    `log_prob` of shape `(B,)` with advantages of shape `(B, 1)` would silently broadcast to
+    `(B, B)`; that is a bug in the caller, so it is rejected here (shapes only: no sync).
     """
     try:
         out = torch.broadcast_shapes(value.shape, shape)
@@ -47,48 +100,35 @@ def check_broadcasts_to(name: str, value: Tensor, shape: torch.Size, target: str
 
 
 def check_finite_where(values: dict[str, Tensor], valid: Tensor | None) -> None:
-    """Raise, naming the argument, if a tensor holds NaN or ±inf at a valid position (``None``: all valid).
-
-    One host sync for all tensors; the culprit is looked up only when something is wrong.
-    """
-    if _tracing():
-        return
-    finite = [torch.isfinite(value) for value in values.values()]
-    all_finite = finite[0]
-    for more in finite[1:]:
-        all_finite = all_finite & more
-    if bool(all_finite.all() if valid is None else (all_finite | ~valid).all()):
-        return
-    for name, value_finite in zip(values, finite, strict=True):
-        if not bool(value_finite.all() if valid is None else (value_finite | ~valid).all()):
-            raise ValueError(f"{name} contains NaN or inf at unmasked positions")
+    """Fail, naming the argument, if a tensor holds NaN or ±inf at a valid position (`None`: all valid)."""
+    for name, value in values.items():
+        finite = torch.isfinite(value)
+        ok = finite.all() if valid is None else (finite | ~valid).all()
+        assert_data(ok, f"{name} contains NaN or inf at unmasked positions")
 
 
 def check_mask_nonempty(valid: Tensor) -> None:
-    if _tracing():
-        return
-    if not bool(valid.any()):
-        raise ValueError("mask has no valid element: every position is masked out")
+    """Fail if the boolean mask has no true element."""
+    assert_data(valid.any(), "mask has no valid element: every position is masked out")
 
 
-def check_positive(name: str, value: float | Tensor) -> None:
-    """Require a finite value > 0 (a float, or every element of a tensor)."""
+def check_positive(name: str, value: float | Tensor) -> float | Tensor:
+    """Require a finite value > 0 (a number, or every element of a tensor); returns it (floats as `float`)."""
     if isinstance(value, Tensor):
         if value.numel() == 0:
             raise ValueError(f"{name} is empty")
-        if _tracing():
-            return
-        if not bool((torch.isfinite(value) & (value > 0)).all()):
+        if not _tracing() and not bool((torch.isfinite(value) & (value > 0)).all()):
             raise ValueError(f"{name} must be finite and > 0 everywhere")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number or a tensor, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return float(value)
 
 
 def check_below(name: str, value: float | Tensor, bound: float, why: str) -> None:
-    """Require ``value < bound`` (a float, or every element of a tensor)."""
+    """Require `value < bound` (a number, or every element of a tensor)."""
     if isinstance(value, Tensor):
         if _tracing() or not bool((value >= bound).any()):
             return
@@ -97,6 +137,8 @@ def check_below(name: str, value: float | Tensor, bound: float, why: str) -> Non
     raise ValueError(f"{name} must be < {bound} {why}, got {value!r}")
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
-    if value not in choices:
+def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
+    """Require `value` to be one of `choices`; returns it."""
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value

@@ -12,65 +12,73 @@ from torchrl.modules.distributions.utils import has_analytic_kl
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
 
-from gipo_plugins import PolicyObjective, behaviour_kl
+from gipo_plugins import PolicyObjective, all_hyperparameters, behaviour_kl
 from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.registry import get_spec
 
 KL_ESTIMATORS = ("auto", "exact", "k3")
+SCHEDULABLE_SETTINGS = frozenset({"sigma"})
+"""Settings kept as buffers (assignable by a scheduler: ``loss.sigma = 0.5``) besides ClipPPOLoss's own."""
 
 
 class GIPOLoss(ClipPPOLoss):
     r"""GIPO loss: PPO with the hard clip replaced by a detached trust weight on the log-ratio.
 
-    With :math:`\ell = \log\pi_\theta(a|s) - \log\pi_{old}(a|s)` and :math:`r = e^{\ell}`:
+    With $\ell = \log\pi_\theta(a|s) - \log\pi_{old}(a|s)$ and $r = e^{\ell}$:
 
-    .. math::
-        w = k(\mathrm{sg}[\ell] / \sigma_{eff}), \qquad
-        \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)]
+    $$w = k(\mathrm{sg}[\ell] / \sigma_{eff}), \qquad
+    \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)]$$
 
-    where :math:`k` is a Gaussian (default), Laplacian or Cauchy kernel, :math:`\sigma_{eff} = \sigma`
-    for :math:`A > 0` and :math:`\sigma\cdot\text{sigma\_neg\_ratio}` otherwise, and the optional
-    bracket is a KL penalty to the behaviour policy: exact, from the behaviour distribution's parameters
-    stored in the data (as :class:`~torchrl.objectives.KLPENPPOLoss` does), or the k3 sample estimate
-    :math:`(r - 1) - \ell` (:func:`gipo_plugins.behaviour_kl`). The formula lives in
-    :func:`gipo_plugins.gipo_objective`; this class maps TorchRL's keys and outputs onto it.
+    where $k$ is a Gaussian (default), Laplacian or Cauchy kernel, $\sigma_{eff} = \sigma$ for $A > 0$
+    and $\sigma\cdot$``sigma_neg_ratio`` otherwise, and the optional bracket is a KL penalty to the
+    behaviour policy: exact, from the behaviour distribution's parameters stored in the data (as
+    [`KLPENPPOLoss`][torchrl.objectives.KLPENPPOLoss] does), or the k3 sample estimate $(r - 1) - \ell$
+    (`gipo_plugins.behaviour_kl`). The formula lives in `gipo_plugins.objectives`; this class maps
+    TorchRL's keys and outputs onto it, and ``objective=`` selects any registered objective.
 
-    Everything else is :class:`~torchrl.objectives.ClipPPOLoss`: constructor arguments, tensordict
-    keys and :meth:`set_keys`, value estimators (GAE by default), advantage normalisation,
+    Everything else is [`ClipPPOLoss`][torchrl.objectives.ClipPPOLoss]: constructor arguments,
+    tensordict keys and `set_keys`, value estimators (GAE by default), advantage normalisation,
     ``reduction``, loss masks, composite action distributions, ``functional``, the entropy bonus and
-    the critic loss.
+    the critic loss (`loss_critic` alone is a critic-only update: it never runs the actor).
 
     Args:
         actor_network (ProbabilisticTensorDictSequential): policy operator.
         critic_network (ValueOperator): value operator.
 
     Keyword Args:
-        sigma (float, optional): the kernel scale :math:`\sigma > 0`; a schedulable buffer.
-            Defaults to ``1.0`` (the paper's "GIPO (1.0, 1.0)").
-        sigma_neg_ratio (float, optional): :math:`\sigma_-/\sigma_+` for non-positive advantages
-            (``0.5`` is the reference code's advantage-aware variant). Defaults to ``1.0``.
+        objective (str, optional): the registered objective: ``"gipo"`` (default), ``"ppo_clip"``,
+            ``"sapo"``, ``"is"`` or your own, to A/B the surrogate with everything else fixed.
+        sigma (float, optional): GIPO's kernel scale $\sigma > 0$; a schedulable buffer
+            (``loss.sigma = 0.5``, checked on assignment). Defaults to ``1.0``.
+        sigma_neg_ratio (float, optional): $\sigma_-/\sigma_+$ for non-positive advantages (``0.5``
+            is the reference code's advantage-aware variant). Defaults to ``1.0``.
         kernel (str, optional): ``"gaussian"``, ``"laplacian"`` or ``"cauchy"``. Defaults to ``"gaussian"``.
-        objective (str, optional): ``"gipo"`` (default), ``"ppo_clip"``, ``"sapo"`` or ``"is"``, to
-            A/B the surrogate with everything else fixed. ``"ppo_clip"`` uses ``clip_epsilon``.
-        kl_coeff (float, optional): coefficient :math:`\beta \ge 0` of the KL penalty to the behaviour
+        sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (``objective="sapo"``).
+        clip_epsilon (scalar or tuple, optional): PPO's clip range; used by ``objective="ppo_clip"``,
+            by the value clip and by the ``clip_fraction`` diagnostic. Defaults to ``0.2``.
+        kl_coeff (float, optional): coefficient $\beta \ge 0$ of the KL penalty to the behaviour
             policy, folded into ``loss_objective`` and reported as ``"kl"``; a schedulable buffer.
             ``None`` (default) disables it.
-        kl_estimator (str, optional): ``"exact"``: :math:`\mathrm{KL}` between the behaviour distribution
+        kl_estimator (str, optional): ``"exact"``: $\mathrm{KL}$ between the behaviour distribution
             rebuilt from the parameters stored in the data (``actor_network.build_dist_from_params``,
             e.g. the ``"logits"`` the collector recorded) and the current one, per action dimension for
             factorised distributions; ``"k3"``: the sample estimate from the log-probs only;
             ``"auto"`` (default): exact when the parameters are in the data and the pair of
             distributions has an analytic KL, k3 otherwise.
-        sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (``objective="sapo"``).
-        clip_epsilon (scalar or tuple, optional): PPO's clip range; used by ``objective="ppo_clip"``,
-            by the value clip and by the ``clip_fraction`` diagnostic. Defaults to ``0.2``.
-        **kwargs: every other :class:`~torchrl.objectives.ClipPPOLoss` keyword argument.
+        **kwargs: the settings of other registered objectives by their names, and every other
+            [`ClipPPOLoss`][torchrl.objectives.ClipPPOLoss] keyword argument.
 
     Outputs (besides ClipPPOLoss's ``loss_objective``, ``clip_fraction``, ``entropy``,
     ``loss_entropy``, ``loss_critic``, ``ESS``, ``kl_approx``, ``max_ratio``, ``mean_ratio``):
     ``kl`` (with ``kl_coeff``) and the core's diagnostics ``trust_weight_mean``,
     ``trust_weight_min``, ``dead_fraction``, ``suppressed_fraction``, ``ess`` (of the gradient weights
-    :math:`u = w\,r`; ClipPPOLoss's ``ESS`` is that of the raw ratios), ``log_ratio_abs_mean``,
-    ``log_ratio_abs_p95``, ``approx_kl`` and ``ratio_mean``.
+    $u = w\,r$; ClipPPOLoss's ``ESS`` is that of the raw ratios), ``log_ratio_abs_mean``,
+    ``log_ratio_abs_p95``, ``approx_kl`` and ``ratio_mean`` — 0-dim tensors, computed on the device
+    without a host sync.
+
+    Bad data (NaN/inf log-probs or advantages, an all-masked batch) fails with a message naming it,
+    as a device-side assert by default (no host sync on the hot path); see
+    `gipo_plugins.set_check_mode` for the strict mode.
 
     Examples:
         >>> from gipo_plugins.torchrl import GIPOLoss
@@ -79,56 +87,89 @@ class GIPOLoss(ClipPPOLoss):
         >>> losses = loss_module(data)
         >>> loss = losses["loss_objective"] + losses["loss_critic"]
 
-    .. note::
+    Note:
         With ``delay_actor`` or ``max_importance_ratio`` the trust weight acts on the full behaviour
-        ratio :math:`\pi_\theta / \pi_{behav}` that weights the surrogate.
+        ratio $\pi_\theta / \pi_{behav}$ that weights the surrogate.
     """
 
-    _schedulable_buffers = frozenset({"sigma", "kl_coeff"})
+    _schedulable_buffers = frozenset({"kl_coeff"} | SCHEDULABLE_SETTINGS)
 
     def __init__(
         self,
         actor_network=None,
         critic_network=None,
         *,
-        sigma: float = 1.0,
-        sigma_neg_ratio: float = 1.0,
-        kernel: str = "gaussian",
         objective: str = "gipo",
         kl_coeff: float | None = None,
         kl_estimator: str = "auto",
-        sapo_tau_pos: float = 1.0,
-        sapo_tau_neg: float = 1.05,
         clip_epsilon: float | tuple[float, float] = 0.2,
         **kwargs: Any,
     ):
-        policy_objective = PolicyObjective(
-            objective,
-            sigma=sigma,
-            sigma_neg_ratio=sigma_neg_ratio,
-            kernel=kernel,
-            clip_epsilon=clip_epsilon,
-            sapo_tau_pos=sapo_tau_pos,
-            sapo_tau_neg=sapo_tau_neg,
-        )
-        if kl_coeff is not None and not (math.isfinite(kl_coeff) and kl_coeff >= 0):
+        registered = all_hyperparameters()
+        settings = {key: kwargs.pop(key) for key in list(kwargs) if key in registered}
+        # validated once, here: the objective, every setting given, and ClipPPOLoss's clip range
+        validated = PolicyObjective(objective, clip_epsilon=clip_epsilon, **settings)
+        if kl_coeff is not None and not (
+            isinstance(kl_coeff, int | float) and math.isfinite(kl_coeff) and kl_coeff >= 0
+        ):
             raise ValueError(f"kl_coeff must be None or a finite number >= 0, got {kl_coeff!r}")
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"unknown kl_estimator {kl_estimator!r}; choose one of {', '.join(KL_ESTIMATORS)}")
         super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
-        self.policy_objective = policy_objective
         self.kl_estimator = kl_estimator
         device = self._clip_epsilon_buffers()[0].device
-        self.register_buffer("sigma", torch.tensor(float(sigma), device=device))
+        # One home per setting: schedulable numbers of the selected objective are buffers (clip_epsilon is
+        # ClipPPOLoss's own), the others live in the PolicyObjective.
+        self._setting_buffers = tuple(
+            hp.name for hp in get_spec(objective).hyperparameters
+            if hp.name in SCHEDULABLE_SETTINGS or hp.name == "clip_epsilon"
+        )  # fmt: skip
+        fixed = {k: v for k, v in validated.settings.items() if k not in self._setting_buffers}
+        self.policy_objective = PolicyObjective(objective, **fixed)
+        for name in self._setting_buffers:
+            if name != "clip_epsilon":
+                self.register_buffer(name, torch.tensor(float(validated.kwargs()[name]), device=device))
         if kl_coeff is None:
             self.kl_coeff = None
         else:
             self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff), device=device))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, int | float) and name in SCHEDULABLE_SETTINGS and name in getattr(self, "_buffers", {}):
+            all_hyperparameters()[name].validate(value)  # a scheduler's bad value is an error, not a silent one
+        elif name == "kl_coeff" and isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"kl_coeff must be a finite number >= 0, got {value!r}")
+        super().__setattr__(name, value)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """What a checkpoint must agree on besides the buffers: the objective and its fixed settings."""
+        return {"objective": self.policy_objective.name, "settings": self.policy_objective.settings,
+                "kl_estimator": self.kl_estimator}  # fmt: skip
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        mine = self.get_extra_state()
+        for key in ("objective", "settings", "kl_estimator"):
+            if state.get(key) != mine[key]:
+                raise ValueError(
+                    f"checkpoint's GIPOLoss {key} is {state.get(key)!r} but this loss has {mine[key]!r}: "
+                    "build the loss with the checkpoint's settings"
+                )
+
     def _clip_epsilon_buffers(self) -> tuple[torch.Tensor, ...]:
         if self._asymmetric_clip:
             return self.clip_epsilon_low, self.clip_epsilon_high
         return (self.clip_epsilon,)
+
+    def _scheduled_settings(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        """The buffer-held settings of the selected objective, as call-time overrides."""
+        out = {}
+        for name in self._setting_buffers:
+            if name == "clip_epsilon":
+                clip = self._clip_epsilon_buffers()
+                out[name] = clip if len(clip) == 2 else clip[0]
+            else:
+                out[name] = getattr(self, name)
+        return out
 
     @property
     def out_keys(self):
@@ -171,15 +212,15 @@ class GIPOLoss(ClipPPOLoss):
         """The behaviour distribution rebuilt from its stored parameters, for the exact KL (``None``: use k3)."""
         if self.kl_coeff is None or self.kl_estimator == "k3":
             return None
-        try:
-            return self.actor_network.build_dist_from_params(tensordict)
-        except KeyError as err:
+        keys = getattr(self.actor_network, "dist_params_keys", None)
+        if not keys or any(tensordict.get(key, None) is None for key in keys):
             if self.kl_estimator == "exact":
                 raise KeyError(
-                    "kl_estimator='exact' needs the behaviour distribution's parameters in the data (e.g. the "
-                    f"actor's {self.actor_network.in_keys} at collection time); use kl_estimator='k3' otherwise"
-                ) from err
+                    f"kl_estimator='exact' needs the behaviour distribution's parameters {keys} in the data (as "
+                    "the actor wrote them at collection time); use kl_estimator='k3' otherwise"
+                )
             return None
+        return self.actor_network.build_dist_from_params(tensordict)
 
     def _kl(self, behaviour, dist, log_behav_weight, zero, mask) -> torch.Tensor:
         """Per-element KL(π_old ‖ π_θ), shaped like ``log_behav_weight``."""
@@ -202,15 +243,8 @@ class GIPOLoss(ClipPPOLoss):
         zero = log_behav_weight.new_zeros(())
         mask = self._input_mask(tensordict, log_behav_weight)
 
-        clip_epsilon = self._clip_epsilon_buffers()
-        result = self.policy_objective(
-            log_behav_weight,
-            zero,
-            advantage,
-            mask,
-            reduction="none",
-            sigma=self.sigma,
-            clip_epsilon=clip_epsilon if len(clip_epsilon) == 2 else clip_epsilon[0],
+        result = self.policy_objective.on_log_ratio(
+            log_behav_weight, advantage, mask, reduction="none", **self._scheduled_settings()
         )
         loss_objective = result.per_element
         td_out = TensorDict()
