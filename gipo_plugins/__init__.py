@@ -15,12 +15,12 @@ Meta-World in `gipo_plugins.metaworld`.
   `behaviour_kl` — the objectives (`gipo_plugins.objectives`).
 - `register_objective`, `Hyperparameter`, `OBJECTIVES`, `get_objective` — the registry
   (`gipo_plugins.registry`): add an objective with one function and one registration.
-- `utilization_metrics` — the diagnostics (`gipo_plugins.diagnostics`).
+- `utilization_metrics`, `DivergenceMonitor` — the diagnostics (`gipo_plugins.diagnostics`).
 - `set_check_mode`, `check_mode` — data checks as device asserts (default) or strict host checks.
 """
 
 from gipo_plugins._checks import check_mode, get_check_mode, set_check_mode
-from gipo_plugins.diagnostics import utilization_metrics
+from gipo_plugins.diagnostics import DIVERGENCE_LOG_RATIO_P95, DivergenceMonitor, utilization_metrics
 from gipo_plugins.kernels import KERNELS, trust_weight
 from gipo_plugins.objectives import (
     ObjectiveResult,
@@ -45,8 +45,10 @@ from gipo_plugins.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIVERGENCE_LOG_RATIO_P95",
     "KERNELS",
     "OBJECTIVES",
+    "DivergenceMonitor",
     "Hyperparameter",
     "ObjectiveResult",
     "ObjectiveSpec",

@@ -103,3 +103,69 @@ def utilization_metrics(
         "approx_kl": means[4],
         "ratio_mean": means[5],
     }
+
+
+DIVERGENCE_LOG_RATIO_P95 = 10.0
+"""Threshold on the 95th percentile of $|\\ell|$ above which the adapters warn (once) of divergence.
+
+At $|\\ell| = 10$ the ratio is $e^{10} \\approx 22\\,000$ and a Gaussian trust weight with $\\sigma = 1$
+is $e^{-50}$: the learner has left the data behind. Healthy stale runs stay around 1–3 (see the
+Meta-World report); the documented failure (no KL penalty) grows to the hundreds.
+"""
+
+
+def divergence_message(p95: float, threshold: float = DIVERGENCE_LOG_RATIO_P95) -> str:
+    """The warning text: what was seen and what to do."""
+    return (
+        f"GIPO: the 95th percentile of |log r| reached {p95:.1f} (> {threshold:g}): the policy has moved far from "
+        "the behaviour policy that collected the data, so nearly every sample's trust weight is ~0 (PPO-clip: dead). "
+        "Add or raise a KL penalty to the behaviour policy (kl_coeff), use a smaller sigma, or take fewer actor "
+        "steps per batch."
+    )
+
+
+class DivergenceMonitor:
+    """Warns once, through a framework's logger, when $|\\ell|$'s p95 passes a threshold — without a host sync.
+
+    `update(metrics)` hands over the 0-dim `log_ratio_abs_p95` tensor of a call. On CUDA it is copied
+    to pinned host memory asynchronously and read on a later call once the copy has completed (a
+    CUDA event is polled, never waited on); on the CPU it is read directly (no device to sync with).
+    So the warning may come one call late, and the hot path never stalls.
+
+    Args:
+        warn: the framework logger's warning function, e.g. `logging.getLogger("ray.rllib").warning`.
+        threshold: the p95 of $|\\ell|$ that triggers the warning (default `DIVERGENCE_LOG_RATIO_P95`).
+    """
+
+    def __init__(self, warn, threshold: float = DIVERGENCE_LOG_RATIO_P95):
+        self.warn, self.threshold = warn, threshold
+        self.warned = False
+        self._pending: tuple[Tensor, object] | None = None
+
+    def update(self, metrics: dict[str, Tensor]) -> None:
+        if self.warned:
+            return
+        self._read_pending()
+        value = metrics["log_ratio_abs_p95"].detach()
+        if value.device.type == "cuda":
+            host = torch.empty((), dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (host, event)
+        else:
+            self._pending = (value, None)
+        if value.device.type != "cuda":
+            self._read_pending()
+
+    def _read_pending(self) -> None:
+        if self._pending is None:
+            return
+        host, event = self._pending
+        if event is not None and not event.query():
+            return
+        self._pending = None
+        p95 = float(host.numpy())  # a host tensor: no device op, no sync
+        if p95 > self.threshold:
+            self.warned = True
+            self.warn(divergence_message(p95, self.threshold))
