@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from gipo_plugins import PolicyObjective
+from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters
+from gipo_plugins.diagnostics import METRIC_KEYS
+
+logger = logging.getLogger("trl.trainer.gipo")
+SETTING_NAMES = {"sigma": "gipo_sigma", "sigma_neg_ratio": "gipo_sigma_neg_ratio", "kernel": "gipo_kernel"}
+"""Core setting → GIPOConfig field (TRL's convention prefixes an algorithm's settings: `sapo_temperature_pos`)."""
 
 AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 _SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides these by the accumulation steps
@@ -46,6 +53,17 @@ class GIPOConfig(GRPOConfig):
         default="gaussian",
         metadata={"help": "GIPO trust-weight kernel: 'gaussian', 'laplacian' or 'cauchy'."},
     )
+    gipo_objective: str = field(
+        default="gipo",
+        metadata={
+            "help": "With loss_type='gipo': the core objective whose gate weights TRL's per-token term ('gipo' by "
+            "default; any objective registered with gipo_plugins.register_objective)."
+        },
+    )
+    gipo_objective_kwargs: dict | None = field(
+        default=None,
+        metadata={"help": "Settings of a registered objective other than GIPO's own, by their core names."},
+    )
     gipo_aggregation: str = field(
         default="dapo",
         metadata={
@@ -56,9 +74,13 @@ class GIPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        _ = self.policy_objective  # validates every GIPO setting, named as written here, whatever the loss_type
         if self.loss_type != "gipo":
             return
-        _ = self.policy_objective  # constructing it validates sigma, sigma_neg_ratio and kernel
+        if self.delta is not None:
+            raise ValueError(
+                "delta clamps the importance ratio and would change GIPO's term; leave it None with loss_type='gipo'"
+            )
         if self.gipo_aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown gipo_aggregation {self.gipo_aggregation!r}; choose one of {AGGREGATIONS}")
         if self.off_policy_mask_threshold is not None:
@@ -68,9 +90,21 @@ class GIPOConfig(GRPOConfig):
 
     @property
     def policy_objective(self) -> PolicyObjective:
-        return PolicyObjective(
-            "gipo", sigma=self.gipo_sigma, sigma_neg_ratio=self.gipo_sigma_neg_ratio, kernel=self.gipo_kernel
-        )
+        """The core objective these settings select (a `ValueError` naming the field on a bad value)."""
+        registered = all_hyperparameters()
+        extra = dict(self.gipo_objective_kwargs or {})
+        if set(extra) & set(SETTING_NAMES):
+            raise ValueError(f"gipo_objective_kwargs: set {sorted(set(extra) & set(SETTING_NAMES))} by their fields")
+        if set(extra) - set(registered):
+            unknown = sorted(set(extra) - set(registered))
+            raise ValueError(f"gipo_objective_kwargs: unknown setting(s) {unknown}; registered: {sorted(registered)}")
+        settings = {core: registered[core].validate(getattr(self, name), name) for core, name in SETTING_NAMES.items()}
+        for key, value in extra.items():
+            settings[key] = registered[key].validate(value, f"gipo_objective_kwargs[{key!r}]")
+        try:
+            return PolicyObjective(self.gipo_objective, **settings)
+        except ValueError as error:
+            raise ValueError(f"gipo_objective: {error}") from None
 
 
 class GIPOTrainer(GRPOTrainer):
@@ -94,6 +128,8 @@ class GIPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._gipo_pending: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self._divergence = DivergenceMonitor(logger.warning)
         self._gipo = self.args.loss_type == "gipo"
         if self._gipo:
             if not isinstance(self.args, GIPOConfig):
@@ -115,11 +151,30 @@ class GIPOTrainer(GRPOTrainer):
             log_prob, old_log_prob = (((x * mask).sum(-1, keepdim=True) / valid) for x in (log_prob, old_log_prob))
             mask = mask.sum(-1, keepdim=True) > 0
         result = self.policy_objective(log_prob, old_log_prob, advantages, mask, reduction="none")
-        mode = "train" if self.model.training else "eval"
-        gathered = self.accelerator.gather(torch.stack(list(result.metrics.values()))[None])  # one sync for all
-        for key, value in zip(result.metrics, gathered.nanmean(0).tolist(), strict=True):
-            self._metrics[mode][f"gipo/{key}"].append(value)
+        self._divergence.update(result.metrics)
+        self._defer("gipo", torch.stack([result.metrics[k] for k in METRIC_KEYS]))
         return result.gate.to(per_token_logps.dtype)
+
+    def _defer(self, name: str, values: torch.Tensor) -> None:
+        """Keep a step's device-side metrics; they are read on the host once per logging step (`log`)."""
+        mode = "train" if self.model.training else "eval"
+        self._gipo_pending[mode][name].append(self.accelerator.gather(values[None]).nanmean(0))
+
+    def _flush_gipo_metrics(self, mode: str) -> None:
+        """Move the deferred metrics into TRL's ``_metrics`` (one host read for all of them)."""
+        pending = self._gipo_pending.pop(mode, {})
+        for name, steps in pending.items():
+            rows = torch.stack(steps).tolist()
+            if name == "gipo":
+                for row in rows:
+                    for key, value in zip(METRIC_KEYS, row, strict=True):
+                        self._metrics[mode][f"gipo/{key}"].append(value)
+            else:
+                self._metrics[mode][name].extend(rows)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush_gipo_metrics("train" if self.model.training else "eval")
+        super().log(logs, start_time)
 
     def _compute_loss(self, model, inputs):
         loss = super()._compute_loss(model, inputs)
@@ -127,5 +182,5 @@ class GIPOTrainer(GRPOTrainer):
             mode = "train" if self.model.training else "eval"
             scale = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             policy_loss = loss.detach() * (scale if self.loss_type in (*_SCALED_FOR_ACCUMULATION, "sapo") else 1.0)
-            self._metrics[mode]["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
+            self._defer("policy_loss", policy_loss)
         return loss
