@@ -258,41 +258,52 @@ def age_split_metrics(loss: GIPOLoss, minibatch: TensorDictBase, iteration: int)
     return out
 
 
+def reuse_step(
+    config: RecipeConfig, loss: GIPOLoss, optimizer: torch.optim.Optimizer, minibatch: TensorDictBase, actor_step: bool
+) -> TensorDictBase | None:
+    """One optimizer step on a minibatch: the full loss on actor steps, `GIPOLoss.loss_critic` alone otherwise.
+
+    A critic-only step runs the encoder (for the value head's detached input) and the value head: no
+    policy-head forward or backward; the policy parameters get no gradient and AdamW leaves them
+    untouched. With `full_loss_every_step` the full loss runs on every step and only its critic term
+    is used off actor steps (the same update, at the cost of the policy head). Returns the loss
+    outputs of a full-loss step, `None` after a critic-only one.
+    """
+    out = None
+    if actor_step or config.full_loss_every_step:
+        out = loss(minibatch)
+        total = out["loss_critic"] + out["loss_objective"] if actor_step else out["loss_critic"]
+    else:
+        critic, _, _ = loss.loss_critic(minibatch)
+        total = loss._reduce_loss(critic, minibatch)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], config.max_grad_norm)
+    optimizer.step()
+    return out
+
+
 def update(
-    config: RecipeConfig,
-    loss: GIPOLoss,
-    optimizer: torch.optim.Optimizer,
-    replay: ReplayBuffer,
-    iteration: int,
+    config: RecipeConfig, loss: GIPOLoss, optimizer: torch.optim.Optimizer, replay: ReplayBuffer, iteration: int
 ) -> dict[str, float]:
     """One iteration's updates: R minibatches × K reuse steps; returns the actor steps' mean diagnostics."""
-    schedule = actor_steps(config)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     sums: dict[str, torch.Tensor] = {}
     actor_updates = 0
     probe: dict[str, float] = {}
     for r in range(config.minibatches):
         minibatch = replay.sample().to(config.device)
         normalise_advantage(minibatch)
-        for actor_step in schedule:
-            if actor_step or config.full_loss_every_step:
-                if actor_step and r == 0:
-                    probe = age_split_metrics(loss, minibatch, iteration)
-                out = loss(minibatch)
-                total = out["loss_critic"] + (out["loss_objective"] if actor_step else 0.0)
-            else:
-                critic, _, _ = loss.loss_critic(minibatch)
-                total = loss._reduce_loss(critic, minibatch)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+        for actor_step in actor_steps(config):
+            if actor_step and r == 0:
+                probe = age_split_metrics(loss, minibatch, iteration)
+            out = reuse_step(config, loss, optimizer, minibatch, actor_step)
             if actor_step:
                 actor_updates += 1
                 for key, value in out.items():
                     if value.ndim == 0:
                         sums[key] = sums.get(key, 0.0) + value.detach()
-    return {key: float(value) / actor_updates for key, value in sums.items()} | probe
+    means = torch.stack(list(sums.values())).div(actor_updates).tolist()  # one host read per iteration
+    return dict(zip(sums, means, strict=True)) | probe
 
 
 @torch.no_grad()
