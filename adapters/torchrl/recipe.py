@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential, set_skip_existing
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
@@ -141,27 +141,31 @@ class _Detach(nn.Module):
 
 def make_actor_critic(
     obs_dim: int = OBSERVATION_DIM, action_dim: int = ACTION_DIM, bins: int = 256, hidden: int = 512
-) -> tuple[ProbabilisticActor, TensorDictModule]:
+) -> tuple[ProbabilisticActor, TensorDictSequential]:
     """The reference MLP: shared encoder, per-dimension categorical policy head, value head on detached features.
 
     The actor reads ``observation`` and writes ``logits`` (``[*B, action_dim, bins]``), ``action``
     (bin indices, ``[*B, action_dim]``) and ``action_log_prob`` (``[*B, action_dim]``): one ratio per
-    action dimension. The critic writes ``state_value``. Both hold the same encoder module; the
-    value head sees its output detached, so critic updates never move the encoder.
+    action dimension. The critic writes ``hidden`` (the encoder's features) and ``state_value``. Both
+    hold the same encoder module; the value head sees its output detached, so critic updates never
+    move the encoder (and critic-only steps can reuse ``hidden``, see `reuse_step`).
     """
     encoder = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden))
     policy_head = nn.Sequential(
         nn.Linear(hidden, hidden), nn.ReLU(), nn.LayerNorm(hidden), nn.Linear(hidden, action_dim * bins),
         nn.Unflatten(-1, (action_dim, bins)),
     )  # fmt: skip
-    value_head = nn.Sequential(nn.Linear(hidden, 256), nn.ReLU(), nn.LayerNorm(256), nn.Linear(256, 1))
+    value_head = nn.Sequential(_Detach(), nn.Linear(hidden, 256), nn.ReLU(), nn.LayerNorm(256), nn.Linear(256, 1))
     actor = ProbabilisticActor(
         TensorDictModule(nn.Sequential(encoder, policy_head), ["observation"], ["logits"]),
         in_keys=["logits"],
         distribution_class=torch.distributions.Categorical,
         return_log_prob=True,
     )
-    critic = TensorDictModule(nn.Sequential(encoder, _Detach(), value_head), ["observation"], ["state_value"])
+    critic = TensorDictSequential(
+        TensorDictModule(encoder, ["observation"], ["hidden"]),
+        TensorDictModule(value_head, ["hidden"], ["state_value"]),
+    )
     return actor, critic
 
 
@@ -186,7 +190,7 @@ def actor_steps(config: RecipeConfig) -> list[bool]:
     return [k % config.actor_every == 0 for k in range(config.reuse)]
 
 
-def make_loss(config: RecipeConfig, actor: ProbabilisticActor, critic: TensorDictModule) -> GIPOLoss:
+def make_loss(config: RecipeConfig, actor: ProbabilisticActor, critic: TensorDictSequential) -> GIPOLoss:
     loss = GIPOLoss(
         actor,
         critic,
@@ -203,6 +207,7 @@ def make_loss(config: RecipeConfig, actor: ProbabilisticActor, critic: TensorDic
         normalize_advantage=False,  # the recipe normalises per minibatch itself (see normalise_advantage)
         critic_coeff=config.critic_coeff,
         loss_critic_type="l2",
+        log_explained_variance=False,
     )
     loss.make_value_estimator(ValueEstimators.GAE, gamma=config.gamma, lmbda=config.lmbda)
     return loss
@@ -263,18 +268,25 @@ def reuse_step(
 ) -> TensorDictBase | None:
     """One optimizer step on a minibatch: the full loss on actor steps, `GIPOLoss.loss_critic` alone otherwise.
 
-    A critic-only step runs the encoder (for the value head's detached input) and the value head: no
-    policy-head forward or backward; the policy parameters get no gradient and AdamW leaves them
-    untouched. With `full_loss_every_step` the full loss runs on every step and only its critic term
-    is used off actor steps (the same update, at the cost of the policy head). Returns the loss
-    outputs of a full-loss step, `None` after a critic-only one.
+    A critic-only step runs the value head alone, on the encoder's features computed once after the
+    last actor step (the encoder only moves on actor steps): no policy forward or backward; the
+    policy parameters get no gradient and AdamW leaves them untouched. With `full_loss_every_step`
+    the full loss runs on every step and only its critic term is used off actor steps (the same
+    update, at the cost of the policy head). Returns the loss outputs of a full-loss step, `None`
+    after a critic-only one.
     """
     out = None
     if actor_step or config.full_loss_every_step:
+        minibatch.pop("hidden", None)  # the encoder moves on actor steps
         out = loss(minibatch)
         total = out["loss_critic"] + out["loss_objective"] if actor_step else out["loss_critic"]
     else:
-        critic, _, _ = loss.loss_critic(minibatch)
+        if "hidden" not in minibatch:  # the encoder's features, fixed until the next actor step
+            with torch.no_grad():
+                loss.critic_network[0](minibatch)
+        minibatch.pop("state_value", None)  # the previous step's value, with its graph
+        with set_skip_existing(True):  # the critic reuses the features: only the value head runs
+            critic, _, _ = loss.loss_critic(minibatch)
         total = loss._reduce_loss(critic, minibatch)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
