@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 export MUJOCO_GL ?= egl
 EGL_PACKAGES := libegl1 libgl1-mesa-dri
 
-.PHONY: setup demo test lint docs clean
+.PHONY: setup demo test lint docs docs-assets clean
 
 $(VENV)/.installed: pyproject.toml
 	@# system libraries for headless rendering: installed only if missing (needs root and apt-get)
@@ -31,7 +31,16 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-docs: setup
+# KaTeX for the docs, from the npm registry (pinned by tools/docs_assets/package-lock.json): served by the site itself
+DOCS_ASSETS := tools/docs_assets
+$(DOCS_ASSETS)/node_modules/.package-lock.json: $(DOCS_ASSETS)/package.json $(DOCS_ASSETS)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the docs need Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix $(DOCS_ASSETS) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+docs-assets: $(DOCS_ASSETS)/node_modules/.package-lock.json
+
+docs: setup docs-assets
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 test: lint docs
