@@ -710,12 +710,17 @@ def main(argv: list[str] | None = None) -> int:
     resolver = None
     if args.inventory is not None:
         resolver = Resolver(read_inventory(args.inventory), root, package_dirs(root))
-    pending = 0
+    pending = failed = 0
     for path in args.files:
         if path.suffix != ".py":
             continue
         source = path.read_text(encoding="utf-8")
-        new, changed, unknown = convert_source(source, path, root, resolver, line_length)
+        try:
+            new, changed, unknown = convert_source(source, path, root, resolver, line_length)
+        except SyntaxError as error:
+            print(f"{path}: skipped, does not parse: {error}", file=sys.stderr)
+            failed += 1
+            continue
         for construct in unknown:
             print(f"{path}: left as is: {construct}", file=sys.stderr)
         if new == source:
@@ -730,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             ast.parse(new)  # never write a file that no longer parses
             path.write_text(new, encoding="utf-8")
             print(f"{path}: {changed} docstring(s) converted")
-    return 1 if args.check and pending else 0
+    return 1 if failed or (args.check and pending) else 0
 
 
 if __name__ == "__main__":
