@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) examples/core_demo.py
-	$(PY) examples/torchrl_metaworld.py --task reach-v3 --total-frames 60000 --eval-every 5 --eval-episodes 10
+	$(PY) examples/stale_demo.py
 
 lint: setup
 	$(PY) -m ruff check .

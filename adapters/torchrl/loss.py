@@ -32,11 +32,11 @@ class GIPOLoss(ClipPPOLoss):
     where $k$ is a Gaussian (default), Laplacian or Cauchy kernel, $\sigma_{eff} = \sigma$ for $A > 0$
     and $\sigma\cdot$``sigma_neg_ratio`` otherwise, and the optional bracket is a KL penalty to the
     behaviour policy: exact, from the behaviour distribution's parameters stored in the data (as
-    [`KLPENPPOLoss`][torchrl.objectives.KLPENPPOLoss] does), or the k3 sample estimate $(r - 1) - \ell$
+    `KLPENPPOLoss` does), or the k3 sample estimate $(r - 1) - \ell$
     (`gipo_plugins.behaviour_kl`). The formula lives in `gipo_plugins.objectives`; this class maps
     TorchRL's keys and outputs onto it, and ``objective=`` selects any registered objective.
 
-    Everything else is [`ClipPPOLoss`][torchrl.objectives.ClipPPOLoss]: constructor arguments,
+    Everything else is `ClipPPOLoss`: constructor arguments,
     tensordict keys and `set_keys`, value estimators (GAE by default), advantage normalisation,
     ``reduction``, loss masks, composite action distributions, ``functional``, the entropy bonus and
     the critic loss (`loss_critic` alone is a critic-only update: it never runs the actor).
@@ -66,7 +66,7 @@ class GIPOLoss(ClipPPOLoss):
             ``"auto"`` (default): exact when the parameters are in the data and the pair of
             distributions has an analytic KL, k3 otherwise.
         **kwargs: the settings of other registered objectives by their names, and every other
-            [`ClipPPOLoss`][torchrl.objectives.ClipPPOLoss] keyword argument.
+            `ClipPPOLoss` keyword argument.
 
     Outputs (besides ClipPPOLoss's ``loss_objective``, ``clip_fraction``, ``entropy``,
     ``loss_entropy``, ``loss_critic``, ``ESS``, ``kl_approx``, ``max_ratio``, ``mean_ratio``):
@@ -160,8 +160,8 @@ class GIPOLoss(ClipPPOLoss):
             return self.clip_epsilon_low, self.clip_epsilon_high
         return (self.clip_epsilon,)
 
-    def _scheduled_settings(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
-        """The buffer-held settings of the selected objective, as call-time overrides."""
+    def scheduled_settings(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        """The buffer-held settings of the selected objective, as `PolicyObjective` call-time overrides."""
         out = {}
         for name in self._setting_buffers:
             if name == "clip_epsilon":
@@ -244,7 +244,7 @@ class GIPOLoss(ClipPPOLoss):
         mask = self._input_mask(tensordict, log_behav_weight)
 
         result = self.policy_objective.on_log_ratio(
-            log_behav_weight, advantage, mask, reduction="none", **self._scheduled_settings()
+            log_behav_weight, advantage, mask, reduction="none", **self.scheduled_settings()
         )
         loss_objective = result.per_element
         td_out = TensorDict()

@@ -39,6 +39,7 @@ import json
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -255,7 +256,7 @@ def age_split_metrics(loss: GIPOLoss, minibatch: TensorDictBase, iteration: int)
         if not bool(mask.any()):
             continue
         result = loss.policy_objective(
-            log_prob, minibatch["action_log_prob"], minibatch["advantage"], mask, sigma=loss.sigma
+            log_prob, minibatch["action_log_prob"], minibatch["advantage"], mask, **loss.scheduled_settings()
         )
         for key in ("dead_fraction", "suppressed_fraction", "ess", "log_ratio_abs_p95"):
             out[f"{key}_{group}"] = float(result.metrics[key])
@@ -335,8 +336,12 @@ def evaluate(config: RecipeConfig, actor: ProbabilisticActor) -> dict[str, float
     return {"eval_success": sum(success) / len(success), "eval_return": sum(returns) / len(returns)}
 
 
-def train(config: RecipeConfig) -> dict:
-    """Run the recipe; returns (and writes to ``<logdir>/<name>.json``) a summary with the per-iteration history."""
+def train(config: RecipeConfig, on_iteration: Callable[[dict[str, float]], None] | None = None) -> dict:
+    """Run the recipe; returns (and writes to ``<logdir>/<name>.json``) a summary with the per-iteration history.
+
+    `on_iteration`, if given, receives each iteration's row (env steps, training return and success,
+    the actor steps' diagnostics, ...) as it is logged.
+    """
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     env = make_metaworld_env(
@@ -390,6 +395,8 @@ def train(config: RecipeConfig) -> dict:
         history.append(row)
         for key, value in row.items():
             logger.log_scalar(key, value, step=steps)
+        if on_iteration is not None:
+            on_iteration(row)
         progress.update(data.numel())
         progress.set_postfix(
             success=f"{row['train_success']:.2f}",

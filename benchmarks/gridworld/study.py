@@ -3,7 +3,7 @@
 Writes ``docs/benchmarks/gridworld_bias_variance.{csv,md}`` and
 ``docs/img/gridworld_bias_variance.png``. Runs in a few seconds::
 
-    python benchmarks/gridworld/study.py
+    python -m benchmarks.gridworld.study
 
 The machinery (grid, exact values, per-sample gradients through the core objectives) is in
 ``exact.py``; this script only defines the cases, tabulates and plots, and checks the paper's two
@@ -12,7 +12,6 @@ claims on the numbers it just computed.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,10 +19,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.gridworld.exact import (
+    ACTIONS,
+    PolicyObjective,
+    estimator_stats,
+    mixture,
+    tabular_policy,
+    true_gradient,
+)
+from benchmarks.report import write_report
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # benchmarks/report.py
-from exact import ACTIONS, PolicyObjective, estimator_stats, mixture, tabular_policy, true_gradient  # noqa: E402
-from report import write_report  # noqa: E402
 
 IMG = HERE.parents[1] / "docs" / "img" / "gridworld_bias_variance.png"
 SIGMAS = (0.1, 0.3, 0.5, 1.0, 2.0)
@@ -61,7 +67,7 @@ BATCH = 64  # samples per gradient estimate for the batch MSE column
 HEADERS = {
     "target": "target π",
     "case": "behaviour μ",
-    "max_abs_log_ratio": "max |log π/μ|",
+    "max_abs_log_ratio": "max abs log π/μ",
     "estimator": "objective",
     "true_grad": "g*",
     "mean": "E[ĝ]",
@@ -187,7 +193,7 @@ def main() -> None:
         "gridworld_bias_variance",
         "Exact GridWorld bias–variance study",
         "The paper's 2×2 GridWorld (S0, S1, S2 + absorbing goal, γ = 0.9, reward −1 per step, tabular "
-        "softmax), enumerated exactly by `benchmarks/gridworld/study.py` through the core objectives. "
+        "softmax), enumerated exactly by `python -m benchmarks.gridworld.study` through the core objectives. "
         "Each row: the S0 gradient component θ(S0, right) estimated from one action of the behaviour μ, "
         "with the exact advantage of the target π; bias against the exact on-policy gradient `true_grad`; "
         "variance and MSE (= bias² + variance) per sample; `dead` = behaviour mass whose gradient the "

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from metaworld_stale import aggregate, sweep
+from benchmarks.metaworld_stale import aggregate, sweep
 from scipy import stats
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gridworld.exact import (
+from benchmarks.gridworld.exact import (
     RIGHT,
     advantages,
     estimator_stats,
