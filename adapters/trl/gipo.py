@@ -12,6 +12,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters
 from gipo_plugins.diagnostics import METRIC_KEYS
+from gipo_plugins.fused import DEFAULT_CHUNK_SIZE
+from gipo_plugins.trl.fused import check_fused_model, fused_per_token_logps, validate_fused_config
 
 logger = logging.getLogger("trl.trainer.gipo")
 SETTING_NAMES = {"sigma": "gipo_sigma", "sigma_neg_ratio": "gipo_sigma_neg_ratio", "kernel": "gipo_kernel"}
@@ -31,6 +33,10 @@ class GIPOConfig(GRPOConfig):
     other ``loss_type`` (``"grpo"``, ``"dapo"``, ``"sapo"``, ...) runs TRL's own loss unchanged, so one
     config A/Bs GIPO against them. GIPO differs from GRPO only on stale data: use
     ``num_iterations > 1`` or ``steps_per_generation > gradient_accumulation_steps``.
+
+    Fused LM head (any ``loss_type``): ``gipo_fused_loss=True`` computes every token log-prob with
+    the core's chunked LM head, ``gipo_fused_chunk_size`` tokens at a time in fp32 (see
+    `gipo_plugins.trl.fused`); the loss is unchanged.
     """
 
     loss_type: str = field(
@@ -71,10 +77,23 @@ class GIPOConfig(GRPOConfig):
             "sum over the generation batch), 'grpo', 'bnpo', 'dr_grpo' or 'luspo'."
         },
     )
+    gipo_fused_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the token log-probs (policy, old policy, reference) with gipo_plugins' fused, chunked "
+            "LM head: logits of `gipo_fused_chunk_size` tokens at a time in fp32, recomputed in the backward; the "
+            "loss is unchanged. Text-only causal LMs without logit soft-capping/scaling."
+        },
+    )
+    gipo_fused_chunk_size: int = field(
+        default=DEFAULT_CHUNK_SIZE,
+        metadata={"help": "Tokens per chunk of the fused LM head: its largest buffer holds chunk x vocab fp32 values."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         _ = self.policy_objective  # validates every GIPO setting, named as written here, whatever the loss_type
+        validate_fused_config(self)
         if self.loss_type != "gipo":
             return
         if self.delta is not None:
@@ -138,6 +157,9 @@ class GIPOTrainer(GRPOTrainer):
             self.loss_type = self.args.gipo_aggregation
             self.epsilon_low = self.epsilon_high = math.inf
             self.off_policy_mask_threshold = math.inf  # enables the per-token mask hook below
+        self._fused_lm_head = getattr(self.args, "gipo_fused_loss", False)
+        if self._fused_lm_head:
+            check_fused_model(self.model)
 
     def get_off_policy_mask(self, advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold):
         if not self._gipo:
@@ -184,3 +206,8 @@ class GIPOTrainer(GRPOTrainer):
             policy_loss = loss.detach() * (scale if self.loss_type in (*_SCALED_FOR_ACCUMULATION, "sapo") else 1.0)
             self._defer("policy_loss", policy_loss)
         return loss
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if self._fused_lm_head:  # gipo_fused_loss: the core's chunked LM head (gipo_plugins.trl.fused)
+            return fused_per_token_logps(self, model, *args, **kwargs)
+        return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
