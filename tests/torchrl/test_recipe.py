@@ -193,3 +193,36 @@ def test_a_short_run_on_reach_logs_diagnostics_and_checkpoints(tmp_path):
         make_loss(RecipeConfig(**SMALL, objective="ppo_clip", progress=False), actor, critic).load_state_dict(
             state["loss_module"]
         )
+
+
+def test_restore_continues_exactly(tmp_path):
+    """Checkpoint (loss module, optimizer) → restore → the next steps' losses and gradients are bitwise equal."""
+
+    def steps(loss, optimizer, minibatch, n):
+        outs = []
+        for actor_step in [True, False][:n]:
+            out = reuse_step(loss_config, loss, optimizer, minibatch, actor_step)
+            grads = [p.grad.clone() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            outs.append((None if out is None else out["loss_objective"].detach(), grads))
+        return outs
+
+    loss_config, actor, _, loss, optimizer = _setup(kl_coeff=0.1)
+    minibatch = _batch(actor, seed=7)
+    normalise_advantage(minibatch)
+    steps(loss, optimizer, minibatch.clone(), 2)
+    torch.save({"loss_module": loss.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "ckpt.pt")
+    uninterrupted = steps(loss, optimizer, minibatch.clone(), 2)
+
+    _, _, _, restored, restored_optimizer = _setup(kl_coeff=0.1)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    restored.load_state_dict(state["loss_module"])
+    restored_optimizer.load_state_dict(state["optimizer"])
+    for (loss_a, grads_a), (loss_b, grads_b) in zip(
+        uninterrupted, steps(restored, restored_optimizer, minibatch.clone(), 2), strict=True
+    ):
+        assert (loss_a is None and loss_b is None) or torch.equal(loss_a, loss_b)
+        assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+
+    truncated = {k: v for k, v in state["loss_module"].items() if k != "kl_coeff"}
+    with pytest.raises(RuntimeError, match="kl_coeff"):
+        restored.load_state_dict(truncated)
