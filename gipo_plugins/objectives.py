@@ -290,7 +290,7 @@ class PolicyObjective:
         return self.__dict__["settings"].get(key, hyperparameters[key].default)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PolicyObjective) and (self.name, self.settings) == (other.name, other.settings)
+        return isinstance(other, PolicyObjective) and (self.name, self._kwargs) == (other.name, other._kwargs)
 
     def __repr__(self) -> str:
         return f"PolicyObjective({self.name!r}, {', '.join(f'{k}={v!r}' for k, v in self._kwargs.items())})"

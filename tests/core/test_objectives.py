@@ -114,7 +114,8 @@ def test_sapo_closed_form_and_unit_weight_at_ratio_one():
     tau = torch.tensor([1.0, 1.0, 2.0])
     torch.testing.assert_close(result.per_element, -(4 / tau) * torch.sigmoid(tau * (ratio - 1)) * advantages)
     grad = _grad(
-        sapo_objective(log_prob, torch.zeros(3), advantages, sapo_tau_pos=1.0, sapo_tau_neg=2.0, reduction="sum"), log_prob
+        sapo_objective(log_prob, torch.zeros(3), advantages, sapo_tau_pos=1.0, sapo_tau_neg=2.0, reduction="sum"),
+        log_prob,
     )
     assert grad[0].item() == pytest.approx(-1.0)  # u = 1 at r = 1
     torch.testing.assert_close(grad, -result.grad_weight * advantages)

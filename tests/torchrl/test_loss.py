@@ -267,3 +267,25 @@ def test_composite_action_distribution():
         torch.testing.assert_close(gipo(td.clone())["loss_objective"], ppo(td.clone())["loss_objective"])
         out = GIPOLoss(actor, make_critic(), entropy_bonus=False)(td.clone())
         assert torch.isfinite(out["loss_objective"]) and 0 < out["trust_weight_mean"] <= 1
+
+
+def test_a_registered_objective_through_gipoloss():
+    from gipo_plugins import Hyperparameter, is_objective, register_objective, unregister_objective
+    from gipo_plugins._checks import check_positive
+
+    register_objective("toy", Hyperparameter("toy_alpha", 0.5, "share of the IS gradient kept", check_positive))(
+        lambda log_ratio, advantages, *, toy_alpha: (
+            -toy_alpha * log_ratio.exp() * advantages,
+            0 * log_ratio + toy_alpha,
+        )
+    )
+    try:
+        toy = GIPOLoss(make_actor(), make_critic(), objective="toy", toy_alpha=0.25)
+        plain = GIPOLoss(make_actor(), make_critic(), objective="is")
+        td = _stale_batch(toy, shift=0.3)
+        torch.testing.assert_close(toy(td.clone())["loss_objective"], 0.25 * plain(td.clone())["loss_objective"])
+        with pytest.raises(ValueError, match="toy_alpha"):
+            GIPOLoss(make_actor(), make_critic(), objective="toy", toy_alpha=0.0)
+        assert is_objective  # the built-ins are untouched
+    finally:
+        unregister_objective("toy")

@@ -188,3 +188,36 @@ def test_training_on_gpu_in_bf16(tiny_lm, tmp_path):
     trainer = make_trainer(tiny_lm, tmp_path, use_cpu=False, bf16=True, max_steps=6)
     trainer.train()
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_a_registered_objective_through_the_trainer(tiny_lm, tmp_path):
+    from gipo_plugins import Hyperparameter, PolicyObjective, register_objective, unregister_objective
+    from gipo_plugins._checks import check_positive
+
+    register_objective("toy", Hyperparameter("toy_alpha", 0.5, "share of the IS gradient kept", check_positive))(
+        lambda log_ratio, advantages, *, toy_alpha: (
+            -toy_alpha * log_ratio.exp() * advantages,
+            0 * log_ratio + toy_alpha,
+        )
+    )
+    try:
+        trainer = _prepare(
+            make_trainer(
+                tiny_lm,
+                tmp_path,
+                gipo_aggregation="bnpo",
+                gipo_objective="toy",
+                gipo_objective_kwargs={"toy_alpha": 0.25},
+            )
+        )
+        assert trainer.policy_objective == PolicyObjective("toy", toy_alpha=0.25)
+        inputs = _fixed_inputs(trainer, shift=0.3)
+        loss = trainer._compute_loss(trainer.model, inputs)
+        plain = PolicyObjective("is")(_current_logps(trainer, inputs), inputs["old_per_token_logps"],
+                                      inputs["advantages"][:, None], inputs["completion_mask"])  # fmt: skip
+        torch.testing.assert_close(loss, 0.25 * plain.loss)  # TRL's term -rA weighted by the toy's gate
+        with pytest.raises(ValueError, match="toy_alpha"):
+            GIPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", gipo_objective="toy",
+                       gipo_objective_kwargs={"toy_alpha": -1.0})  # fmt: skip
+    finally:
+        unregister_objective("toy")
