@@ -1,10 +1,25 @@
-"""VLA post-training A/B on Meta-World from pixels: success before (SFT) and after, per loss type and seed.
+"""Stale VLA A/B on Meta-World from pixels: GIPO against a clipped loss in a regime where the trust weight binds.
 
-Runs ``examples/vla_metaworld.py`` once per loss type and seed (``--workers`` processes, finished
-runs kept), all from the same SFT checkpoint, then writes ``docs/benchmarks/vla_metaworld.{csv,md}``
-and ``docs/img/vla_metaworld_success.png``. Extra arguments go to the example::
+The first A/B reused each batch of episodes twice: GIPO's mean $|\\log r|$ was 0.06, so its trust
+weight $w = \\exp(-\\tfrac12 (\\log r / \\sigma)^2)$ stayed near 1 and GIPO acted as plain importance
+sampling, and 3 seeds × 20 evaluation goals could not separate the losses. This design:
 
-    python benchmarks/vla_posttrain.py --loss-types gipo dapo sapo --seeds 0 1 2
+- **staleness that binds**: each batch of episodes is reused for `num_iterations` = 8 optimizer
+  passes (TRL's stale knob), so late passes train on a policy several updates old; every run logs
+  $|\\log r|$ (mean and p95 over the batch's action tokens) and the dead fractions — GIPO's
+  suppressed fraction ($w < 10^{-3}$) and the clipped loss's fraction of clipped tokens
+  (`clip_ratio/region_mean`, no gradient);
+- **power**: 10 post-training seeds per loss, all from one SFT checkpoint, evaluated greedily on all
+  50 MT1 goals; the two losses are compared *paired* by seed (same seed → same first batch of
+  episodes) with a 95 % bootstrap interval of the mean difference;
+- **A/B**: `gipo` (σ = 1) against TRL's `dapo` (token-level PPO clipping, ε = 0.2 / 0.28).
+
+Each run is `examples/vla_metaworld.py` in its own process (finished runs are kept and skipped).
+The `full` preset writes `docs/benchmarks/vla_metaworld.{csv,md}` and `docs/img/vla_metaworld_*.png`;
+`smoke` runs the same machinery end to end in about two CPU-minutes and writes nothing under docs::
+
+    python -m benchmarks.vla_posttrain --preset smoke
+    python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
 """
 
 from __future__ import annotations
@@ -15,97 +30,207 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from report import write_report
+from benchmarks.metaworld_stale.aggregate import mean_with_ci
+from benchmarks.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 COLORS = {"gipo": "tab:blue", "dapo": "tab:red", "sapo": "tab:green", "grpo": "tab:orange"}
+DEAD = {"gipo": "gipo/suppressed_fraction"}
+"""Per-loss metric of tokens that no longer drive the gradient (clipped losses: `clip_ratio/region_mean`)."""
 
 
-def run(loss_type: str, seed: int, logdir: Path, extra: list[str]) -> dict:
+@dataclass(frozen=True)
+class Preset:
+    """One A/B configuration: the arms, the seeds, and the example's arguments."""
+
+    loss_types: tuple[str, ...]
+    seeds: tuple[int, ...]
+    example_args: tuple[str, ...]
+    report: bool
+
+
+PRESETS = {
+    "full": Preset(
+        ("gipo", "dapo"), tuple(range(10)),
+        ("--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6",
+         "--num-iterations", "8", "--max-steps", "120", "--episodes-per-step", "8", "--num-generations", "4",
+         "--horizon", "60", "--lr", "3e-4", "--eval-goals", "50", "--eval-every", "40", "--eval-horizon", "100"),
+        report=True,
+    ),
+    "smoke": Preset(
+        ("gipo", "dapo"), (0, 1),
+        ("--checkpoint", "runs/vla_smoke/sft", "--demo-episodes", "3", "--sft-epochs", "1",
+         "--num-iterations", "4", "--max-steps", "4", "--episodes-per-step", "4", "--num-generations", "2",
+         "--horizon", "5", "--lr", "1e-3", "--eval-goals", "2", "--eval-every", "0", "--eval-horizon", "10"),
+        report=False,
+    ),
+}  # fmt: skip
+
+
+def run(loss_type: str, seed: int, logdir: Path, example_args: list[str]) -> dict:
+    """One post-training run (skipped when its summary exists); returns the example's summary."""
     name = f"{loss_type}_seed{seed}"
     summary = logdir / f"{name}.json"
     if not summary.exists():
         cmd = [sys.executable, str(ROOT / "examples/vla_metaworld.py"), "--loss-type", loss_type, "--seed", str(seed),
-               "--logdir", str(logdir), "--run-name", name, *extra]  # fmt: skip
+               "--logdir", str(logdir), "--run-name", name, *example_args]  # fmt: skip
         print("running:", " ".join(cmd[1:]), flush=True)
         with open(logdir / f"{name}.log", "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     result = json.loads(summary.read_text())
     print(f"{name}: {result['sft_success']:.2f} -> {result['final_success']:.2f}", flush=True)
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--loss-types", nargs="+", default=["gipo", "dapo", "sapo"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--logdir", type=Path, default=ROOT / "runs" / "vla_posttrain")
-    args, extra = p.parse_known_args()
-    args.logdir.mkdir(parents=True, exist_ok=True)
-    jobs = [(loss, seed) for seed in args.seeds for loss in args.loss_types]
-    with ThreadPoolExecutor(args.workers) as pool:
-        results = list(pool.map(lambda job: run(*job, args.logdir, extra), jobs))
+def _mean(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
 
-    rows, fig = [], plt.figure(figsize=(7, 4))
-    ax = fig.gca()
-    for loss in args.loss_types:
+
+def staleness(result: dict) -> dict[str, float]:
+    """A run's training diagnostics: mean and max over steps of $|\\log r|$ p95, and its dead fraction."""
+    metrics = result["train_metrics"]
+    p95 = [v for v in metrics["stale/log_ratio_abs_p95"] if v is not None]
+    dead = metrics.get(DEAD.get(result["loss_type"], "clip_ratio/region_mean"), [])
+    return {
+        "log_ratio_abs_mean": _mean(metrics["stale/log_ratio_abs_mean"]),
+        "log_ratio_abs_p95": _mean(p95),
+        "log_ratio_abs_p95_max": max(p95, default=float("nan")),
+        "binding_steps": float(np.mean([v > 1.0 for v in p95])) if p95 else float("nan"),  # p95 beyond sigma = 1
+        "dead_fraction": _mean(dead),
+        "trust_weight_mean": _mean(metrics.get("gipo/trust_weight_mean", [])),
+    }
+
+
+def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], list[dict]]:
+    """Per-loss rows (success with 95 % CIs over seeds, diagnostics) and paired differences against the first loss.
+
+    Raises:
+        ValueError: a loss type without runs.
+    """
+    by_loss = {loss: sorted((r for r in results if r["loss_type"] == loss), key=lambda r: r["seed"])
+               for loss in loss_types}  # fmt: skip
+    rows = []
+    for loss, runs in by_loss.items():
+        if not runs:
+            raise ValueError(f"no finished runs for loss_type {loss!r}")
+        final = np.array([r["final_success"] for r in runs])
+        mean, low, high = mean_with_ci(final)
+        diagnostics = [staleness(r) for r in runs]
+        rows.append({
+            "loss_type": loss, "seeds": len(runs), "sft_success": runs[0]["sft_success"],
+            "final_mean": mean, "final_ci_low": low, "final_ci_high": high,
+            "gain_points": 100 * (mean - runs[0]["sft_success"]),
+            "log_ratio_abs_mean": _mean([d["log_ratio_abs_mean"] for d in diagnostics]),
+            "log_ratio_abs_p95": _mean([d["log_ratio_abs_p95"] for d in diagnostics]),
+            "log_ratio_abs_p95_max": max(d["log_ratio_abs_p95_max"] for d in diagnostics),
+            "binding_steps": _mean([d["binding_steps"] for d in diagnostics]),
+            "dead_fraction": _mean([d["dead_fraction"] for d in diagnostics]),
+            "minutes_per_run": statistics.mean(r["wall_seconds"] for r in runs) / 60,
+            "per_seed": " ".join(f"{f:.2f}" for f in final),
+        })  # fmt: skip
+    reference, *others = loss_types
+    pairs = []
+    for loss in others:
+        seeds = sorted({r["seed"] for r in by_loss[reference]} & {r["seed"] for r in by_loss[loss]})
+        final = {(r["loss_type"], r["seed"]): r["final_success"] for r in results}
+        differences = np.array([final[reference, s] - final[loss, s] for s in seeds])
+        mean, low, high = mean_with_ci(differences)
+        pairs.append({"comparison": f"{reference} - {loss}", "pairs": len(seeds), "mean_difference": mean,
+                      "ci_low": low, "ci_high": high, "separated": bool(low > 0 or high < 0)})  # fmt: skip
+    return rows, pairs
+
+
+def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
+    """Success curves (mean over seeds, thin lines per seed) and $|\\log r|$ p95 per training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for loss in loss_types:
         runs = [r for r in results if r["loss_type"] == loss]
-        finals = [r["final_success"] for r in runs]
-        sft, spread = runs[0]["sft_success"], statistics.stdev(finals) if len(finals) > 1 else 0.0
-        rows.append({"loss_type": loss, "seeds": len(runs), "sft_success": sft,
-                     "final_mean": statistics.mean(finals), "final_sd": spread,
-                     "gain_points": 100 * (statistics.mean(finals) - sft),
-                     "per_seed": " ".join(f"{f:.2f}" for f in finals),
-                     "minutes_per_run": statistics.mean(r["wall_seconds"] for r in runs) / 60})  # fmt: skip
-        steps = [c["episodes"] for c in runs[0]["curve"]]
-        mean = [statistics.mean(r["curve"][i]["eval_success_rate"] for r in runs) for i in range(len(steps))]
-        ax.plot(steps, mean, marker="o", color=COLORS.get(loss), label=f"{loss} (mean of {len(runs)} seeds)")
-        for r in runs:
-            ax.plot(steps, [c["eval_success_rate"] for c in r["curve"]], color=COLORS.get(loss), alpha=0.25, lw=1)
-    ax.set(xlabel="training episodes", ylabel="greedy success rate", ylim=(-0.02, 1.02),
-           title="Tiny OpenVLA on Meta-World reach-v3 (64×64 pixels): post-training from SFT")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend()
+        episodes = [c["episodes"] for c in runs[0]["curve"]]
+        curves = np.array([[c["eval_success_rate"] for c in r["curve"]] for r in runs])
+        left.plot(episodes, curves.mean(0), marker="o", color=COLORS.get(loss), label=f"{loss} ({len(runs)} seeds)")
+        for curve in curves:
+            left.plot(episodes, curve, color=COLORS.get(loss), alpha=0.2, lw=1)
+        p95 = np.array([[np.nan if v is None else v for v in r["train_metrics"]["stale/log_ratio_abs_p95"]]
+                        for r in runs])  # fmt: skip
+        right.plot(np.arange(1, p95.shape[1] + 1), np.nanmean(p95, 0), color=COLORS.get(loss), label=loss)
+    left.set(xlabel="training episodes", ylabel="greedy success rate (50 goals)", ylim=(-0.02, 1.02))
+    right.axhline(1.0, color="gray", ls="--", lw=1, label="σ = 1 (w = 0.61)")
+    right.set(xlabel="optimizer step", ylabel="|log r| p95 over the batch", yscale="log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Tiny OpenVLA, Meta-World reach-v3 from 64×64 pixels: stale post-training from SFT")
     fig.tight_layout()
-    img = ROOT / "docs/img/vla_metaworld_success.png"
-    fig.savefig(img, dpi=120)
-    example_args = results[0]["args"]
-    gipo = next((r for r in rows if r["loss_type"] == "gipo"), None)
-    footer = ""
-    if gipo is not None:
-        log_ratios = [x for r in results if r["loss_type"] == "gipo" for x in r["log_ratio_abs_mean"] if x is not None]
-        verdict = "met" if gipo["gain_points"] >= 20 else "not met"
-        footer = (
-            f"Target of the issue (GIPO ≥ +20 points over SFT): **{verdict}**, GIPO {gipo['gain_points']:+.1f} "
-            f"points; best loss here: {max(rows, key=lambda r: r['gain_points'])['loss_type']}. "
-            f"GIPO's mean |log r| over its training steps was {statistics.mean(log_ratios):.3f} (max "
-            f"{max(log_ratios):.2f}): with 2 passes over each batch the data are only mildly stale, so the trust "
-            "weight stays near 1 and GIPO behaves like unclipped importance sampling. One evaluation goal is "
-            f"{100 / example_args['eval_goals']:.0f} points; compare gaps with the seed spread (sd) above."
-        )
-    write_report(
-        "vla_metaworld",
-        "VLA post-training on Meta-World from pixels",
-        f"Made by `python benchmarks/vla_posttrain.py --loss-types {' '.join(args.loss_types)} --seeds "
-        f"{' '.join(map(str, args.seeds))} {' '.join(extra)}` on a 2-core CPU. All runs start from one SFT "
-        f"checkpoint (tiny OpenVLA, {example_args['demo_episodes']} scripted-expert episodes, "
-        f"{example_args['sft_epochs']} epochs) and post-train for {example_args['max_steps']} steps of "
-        f"{example_args['episodes_per_step']} episodes ({example_args['num_generations']} per goal, "
-        f"{example_args['horizon']} env steps each), each batch reused for {example_args['num_iterations']} passes "
-        f"(stale). Success = greedy policy on {example_args['eval_goals']} goals, {example_args['eval_horizon']} "
-        f"steps. Seeds are post-training seeds.\n\n![success](../img/{img.name})",
-        rows,
-        {"loss_type": "loss", "seeds": "seeds", "sft_success": "SFT success", "final_mean": "after (mean)",
-         "final_sd": "sd", "gain_points": "gain (points)", "per_seed": "per seed", "minutes_per_run": "min/run"},
-        footer=footer,
+    fig.savefig(path, dpi=120)
+
+
+def report(preset: Preset, results: list[dict], command: str) -> Path:
+    """Write `docs/benchmarks/vla_metaworld.{csv,md}` and the figure."""
+    loss_types = list(preset.loss_types)
+    rows, pairs = summarize(results, loss_types)
+    image = ROOT / "docs/img/vla_metaworld_stale.png"
+    plot(results, loss_types, image)
+    args = results[0]["args"]
+    lines = [f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
+             f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — "
+             f"{'separated' if p['separated'] else 'not separated'}" for p in pairs]  # fmt: skip
+    description = (
+        f"Made by `{command}` on a 2-core CPU. One SFT checkpoint (tiny OpenVLA, {args['demo_episodes']} "
+        f"scripted-expert episodes, {args['sft_epochs']} epochs), then {args['max_steps']} optimizer steps per run: "
+        f"batches of {args['episodes_per_step']} episodes ({args['num_generations']} per goal, {args['horizon']} env "
+        f"steps), each batch reused for **{args['num_iterations']} passes** (stale). Success = greedy policy solved "
+        f"at the last of {args['eval_horizon']} steps, on {args['eval_goals']} goals; seeds are post-training seeds. "
+        "Dead fraction: GIPO's tokens with $w < 10^{-3}$; dapo's clipped tokens. Binding steps: fraction of "
+        "optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = 1$.\n\n"
+        f"![curves](../img/{image.name})"
+    )
+    return write_report(
+        "vla_metaworld", "Stale VLA post-training on Meta-World from pixels", description, rows,
+        {"loss_type": "loss", "seeds": "seeds", "sft_success": "SFT", "final_mean": "after (mean)",
+         "final_ci_low": "CI low", "final_ci_high": "CI high", "gain_points": "gain (points)",
+         "log_ratio_abs_p95": "|log r| p95", "log_ratio_abs_p95_max": "p95 max", "binding_steps": "binding steps",
+         "dead_fraction": "dead fraction", "minutes_per_run": "min/run"},
+        footer="\n".join(lines),
     )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--logdir", type=Path, default=None, help="default: runs/vla_posttrain/<preset>")
+    args, extra = p.parse_known_args(argv)
+    preset = PRESETS[args.preset]
+    seeds = tuple(args.seeds) if args.seeds else preset.seeds
+    logdir = args.logdir or ROOT / "runs" / "vla_posttrain" / args.preset
+    logdir.mkdir(parents=True, exist_ok=True)
+    example_args = [*preset.example_args, "--threads", "1", *extra]
+    checkpoint = ROOT / example_args[example_args.index("--checkpoint") + 1]
+    if not (checkpoint / "config.json").exists():  # build (and evaluate) the shared SFT checkpoint once, first
+        run_args = [*example_args, "--sft-only"]
+        subprocess.run([sys.executable, str(ROOT / "examples/vla_metaworld.py"), *run_args], check=True, cwd=ROOT)
+    jobs = [(loss, seed) for seed in seeds for loss in preset.loss_types]
+    with ThreadPoolExecutor(args.workers) as pool:
+        results = list(pool.map(lambda job: run(*job, logdir, example_args), jobs))
+    rows, pairs = summarize(results, list(preset.loss_types))
+    for row in [*rows, *pairs]:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    if preset.report:
+        command = " ".join(["python -m benchmarks.vla_posttrain", *(argv if argv is not None else sys.argv[1:])])
+        report(preset, results, command)
+    return results
 
 
 if __name__ == "__main__":

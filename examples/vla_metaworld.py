@@ -1,13 +1,15 @@
 """VLA post-training on Meta-World from pixels: SFT checkpoint → GIPO (or dapo/sapo) via TRL → evaluation.
 
-1. If ``--checkpoint`` does not exist yet, build it with the recipe
-   (:func:`gipo_plugins.trl.vla.sft_checkpoint`): scripted-expert demonstrations rendered at 64×64,
-   a tiny OpenVLA, supervised fine-tuning on the action tokens, ``save_pretrained``.
-2. Evaluate the SFT policy (greedy) on ``--eval-goals`` goals.
-3. Post-train with :class:`~gipo_plugins.trl.vla.VLAGIPOTrainer` (``--loss-type gipo`` or any TRL
-   loss type for the A/B), evaluating every ``--eval-every`` steps; ``--num-iterations`` > 1 reuses
-   each batch of episodes (the stale regime).
-4. Write ``<logdir>/<run-name>.json`` (success curve) and the post-trained model.
+1. If `--checkpoint` does not exist yet, build it with the recipe
+   (`gipo_plugins.vla.recipe.sft_checkpoint`): scripted-expert demonstrations rendered at 64×64,
+   a tiny OpenVLA, supervised fine-tuning on the action tokens, `save_pretrained`.
+2. Evaluate the SFT policy (greedy) on `--eval-goals` goals.
+3. Post-train with `gipo_plugins.vla.VLAGIPOTrainer` (`--loss-type gipo` or any TRL loss type for
+   the A/B), evaluating every `--eval-every` steps; `--num-iterations` > 1 reuses each batch of
+   episodes (the stale regime).
+4. Write `<logdir>/<run-name>.json` (success curve, staleness diagnostics) and the post-trained model.
+
+Success is Meta-World's `success` at an episode's last step (`gipo_plugins.metaworld.episode_success`).
 
     python examples/vla_metaworld.py                                  # SFT (≈10 min) + GIPO post-training
     python examples/vla_metaworld.py --loss-type dapo --seed 1        # the A/B, reusing the checkpoint
@@ -27,14 +29,25 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from gipo_plugins.trl.openvla import TinyOpenVLAProcessor
-from gipo_plugins.trl.vla import (
+from gipo_plugins.vla import (
+    TinyOpenVLAProcessor,
     VLAGIPOConfig,
     VLAGIPOTrainer,
     evaluate_success,
     goal_dataset,
     sft_checkpoint,
 )
+
+TRAIN_METRICS = (
+    "stale/log_ratio_abs_mean",
+    "stale/log_ratio_abs_p95",  # every loss type
+    "gipo/trust_weight_mean",
+    "gipo/dead_fraction",
+    "gipo/suppressed_fraction",
+    "gipo/ess",  # GIPO
+    "clip_ratio/region_mean",  # clipped losses (dapo, grpo): the fraction of tokens without gradient
+)
+"""Per-step training metrics kept in the run summary (the staleness and dead-fraction diagnostics)."""
 
 
 class SuccessCurve(TrainerCallback):
@@ -100,7 +113,7 @@ def main() -> None:
         return evaluate_success(model, processor, args.task, goals, horizon=args.eval_horizon)
 
     sft_file = checkpoint / "eval_success.json"  # the SFT score is shared by every run from this checkpoint
-    key = f"goals_{goals[0]}-{goals[-1]}_{args.eval_horizon}_steps"
+    key = f"goals_{goals[0]}-{goals[-1]}_{args.eval_horizon}_steps_last_step_success"
     cached = json.loads(sft_file.read_text()) if sft_file.exists() else {}
     if key not in cached:
         cached[key] = evaluate()
@@ -115,7 +128,7 @@ def main() -> None:
         output_dir=str(Path(args.logdir) / name), task=args.task, loss_type=args.loss_type, gipo_sigma=args.sigma,
         per_device_train_batch_size=args.episodes_per_step, num_generations=args.num_generations,
         num_iterations=args.num_iterations, episode_horizon=args.horizon, max_steps=args.max_steps,
-        learning_rate=args.lr, temperature=args.temperature, beta=0.0, max_completion_length=4,
+        learning_rate=args.lr, temperature=args.temperature, max_completion_length=4,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=args.seed,
         logging_steps=1, save_strategy="no", report_to="none", lr_scheduler_type="constant",
     )  # fmt: skip
@@ -132,7 +145,7 @@ def main() -> None:
         "task": args.task, "loss_type": args.loss_type, "seed": args.seed, "num_iterations": args.num_iterations,
         "sft_success": sft_success, "final_success": curve[-1]["eval_success_rate"], "curve": curve,
         "train_success": [h.get("env/success_rate") for h in train_logs],
-        "log_ratio_abs_mean": [h.get("gipo/log_ratio_abs_mean") for h in train_logs],
+        "train_metrics": {key: [h.get(key) for h in train_logs] for key in TRAIN_METRICS},
         "wall_seconds": round(time.time() - start, 1), "args": vars(args),
     }  # fmt: skip
     out = Path(args.logdir) / f"{name}.json"

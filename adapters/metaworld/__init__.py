@@ -6,6 +6,9 @@ Needs the ``[metaworld]`` extra (``import gipo_plugins`` itself never imports Me
   observation space, a flat numeric ``info`` with ``success``); the TorchRL and RLlib adapters wrap it.
 - :func:`metaworld_tasks`, :func:`check_task` — the MT50 task names and the one validator.
 - :func:`episode_success` — an episode counts as solved when ``success`` is 1 at its last step.
+- `MetaWorldImageEnv`, `collect_demonstrations`, `instruction`, `STATE_DIM` (module `pixels`) —
+  Meta-World from pixels for VLA policies, loaded on first access: importing this package never
+  sets up MuJoCo rendering.
 """
 
 from gipo_plugins.metaworld.envs import MetaWorldFixes, make_metaworld_env
@@ -20,3 +23,14 @@ __all__ = [
     "make_metaworld_env",
     "metaworld_tasks",
 ]
+
+_PIXELS = ("INSTRUCTIONS", "STATE_DIM", "MetaWorldImageEnv", "collect_demonstrations", "instruction")
+
+
+def __getattr__(name: str):
+    """Lazy access to `gipo_plugins.metaworld.pixels` (offscreen rendering) on first use."""
+    if name in _PIXELS:
+        from gipo_plugins.metaworld import pixels
+
+        return getattr(pixels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,17 +9,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from gipo_plugins.trl.metaworld_images import STATE_DIM, MetaWorldImageEnv, collect_demonstrations
-from gipo_plugins.trl.openvla import (
-    ActionTokenizer,
-    TinyOpenVLAConfig,
-    TinyOpenVLAForActionPrediction,
-    TinyOpenVLAProcessor,
-    compute_statistics,
-    normalize,
-    unnormalize,
-)
-from gipo_plugins.trl.vla import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
+from gipo_plugins.metaworld import episode_success
+from gipo_plugins.metaworld.pixels import STATE_DIM, MetaWorldImageEnv, collect_demonstrations
+from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
+from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, check_policy
+from gipo_plugins.vla.tiny_openvla import TinyOpenVLAConfig, TinyOpenVLAForActionPrediction, TinyOpenVLAProcessor
+from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
 
 
 def load(path):
@@ -39,6 +34,7 @@ def sample_inputs(processor, batch=3, seed=0):
 def test_save_load_round_trip_gives_identical_logits_through_the_auto_classes(tiny_vla, tmp_path):
     model, processor = load(tiny_vla)
     assert isinstance(model, TinyOpenVLAForActionPrediction)
+    assert isinstance(model, VLAPolicy) and isinstance(processor, VLAProcessor) and processor.state_dim == STATE_DIM
     assert isinstance(AutoConfig.from_pretrained(tiny_vla), TinyOpenVLAConfig)
     inputs = sample_inputs(processor)
     model.eval()
@@ -92,7 +88,7 @@ def test_statistics_normalise_and_unnormalise_as_openvla():
 
 def test_bad_inputs_raise_clear_errors(tiny_vla):
     model, processor = load(tiny_vla)
-    stats = model.action_stats()
+    stats = model.get_action_stats()
     with pytest.raises(ValueError, match="outside the statistics"):
         normalize(np.array([[100.0, 0, 0, 0]]), stats)
     with pytest.raises(ValueError, match="NaN"):
@@ -102,7 +98,9 @@ def test_bad_inputs_raise_clear_errors(tiny_vla):
     with pytest.raises(ValueError, match="q01"):
         normalize(np.zeros((1, 4)), {})
     with pytest.raises(ValueError, match="unnorm_key"):
-        model.action_stats("no-such-dataset")
+        model.get_action_stats("no-such-dataset")
+    with pytest.raises(ValueError, match=r"missing .*action_logits"):
+        check_policy(torch.nn.Linear(1, 1), processor)
     with pytest.raises(ValueError, match="images must be"):
         processor(np.zeros((1, 32, 32, 3), dtype=np.uint8), "reach the goal")
     inputs = sample_inputs(processor, batch=1)
@@ -115,7 +113,7 @@ def test_bad_inputs_raise_clear_errors(tiny_vla):
 def test_predict_action_returns_unnormalised_actions_inside_the_statistics(tiny_vla):
     model, processor = load(tiny_vla)
     actions = model.predict_action(sample_inputs(processor, batch=2))
-    stats = model.action_stats()
+    stats = model.get_action_stats()
     assert actions.shape == (2, 4)
     assert (actions >= np.array(stats["q01"]) - 1e-5).all() and (actions <= np.array(stats["q99"]) + 1e-5).all()
 
@@ -123,22 +121,35 @@ def test_predict_action_returns_unnormalised_actions_inside_the_statistics(tiny_
 # ---------------------------------------------------------------- rendering and the environment
 
 
-def test_expert_image_episode_succeeds_with_documented_observations():
-    env = MetaWorldImageEnv("reach-v3", seed=0, image_size=64, max_episode_steps=120)
+def test_expert_image_episode_is_solved_at_its_last_step_with_documented_observations():
+    env = MetaWorldImageEnv("reach-v3", seed=0, image_size=64, max_episode_steps=80)
     obs = env.reset(3)
     assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 5
     assert obs["state"].shape == (STATE_DIM,) and obs["state"].dtype == np.float32
-    expert, solved, done = env.expert(), False, False
-    while not (solved or done):
-        obs, _, solved, done = env.step(expert())
+    expert, done, step_success = env.expert(), False, []
+    while not done:
+        obs, _, success, done = env.step(expert())
+        step_success.append(success)
     env.close()
-    assert solved
+    assert len(step_success) == 80 and episode_success(step_success) == 1.0
+    assert not step_success[0]  # the convention is the last step, not "touched the goal once"
 
 
 def test_demonstrations_stack_per_step_arrays():
     demos = collect_demonstrations("reach-v3", 2, max_episode_steps=15)
     assert demos["images"].shape == (30, 64, 64, 3) and demos["actions"].shape == (30, 4)
     assert demos["episode"].tolist() == [0] * 15 + [1] * 15
+    assert demos["success"].shape == (2,)
+
+
+def test_pixel_env_uses_the_shared_task_validator_and_lazy_package_names():
+    import gipo_plugins.metaworld as metaworld
+
+    assert metaworld.MetaWorldImageEnv is MetaWorldImageEnv
+    with pytest.raises(ValueError, match="unknown Meta-World task 'reach-v9'"):
+        MetaWorldImageEnv("reach-v9")
+    with pytest.raises(AttributeError):
+        _ = metaworld.NoSuchThing
 
 
 # ---------------------------------------------------------------- GIPO post-training through TRL
@@ -157,7 +168,7 @@ def vla_trainer(path, tmp_path, **overrides):
     model, processor = load(path)
     settings = dict(
         output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=2, max_steps=3,
-        learning_rate=1e-3, bf16=False, report_to="none", logging_steps=1, beta=0.0, num_iterations=2,
+        learning_rate=1e-3, bf16=False, report_to="none", logging_steps=1, num_iterations=2,
         episode_horizon=6, max_completion_length=4, save_strategy="no", seed=0,
     )  # fmt: skip
     settings.update(overrides)
@@ -177,6 +188,9 @@ def test_a_few_post_training_steps_log_metrics_and_change_the_policy(tiny_vla, t
         # behaviour log-probs stored while acting equal the trainer's recomputation on the first pass
         assert logs[0]["gipo/log_ratio_abs_mean"] < 1e-4
         assert logs[1]["gipo/log_ratio_abs_mean"] > 1e-4  # second pass over the same episodes: stale
+    else:
+        assert "clip_ratio/region_mean" in logs[1]  # the clipped loss's dead fraction
+    assert logs[0]["stale/log_ratio_abs_p95"] < 1e-4 < logs[1]["stale/log_ratio_abs_p95"]  # every loss type
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
     assert "lm_head.weight" in changed and any(n.startswith("model.projector") for n in changed)
     assert any(n.startswith("model.vision_backbone") for n in changed)
@@ -187,6 +201,12 @@ def test_config_rejects_bad_episode_settings(tmp_path):
         VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, episode_horizon=0, bf16=False)
     with pytest.raises(ValueError, match="discount"):
         VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, discount=1.5, bf16=False)
+    with pytest.raises(ValueError, match="beta"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, beta=0.1, bf16=False)
+    with pytest.raises(ValueError, match="gipo_fused_loss"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, gipo_fused_loss=True, bf16=False)
+    with pytest.raises(ValueError, match="unknown Meta-World task"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, task="reach", bf16=False)
 
 
 @pytest.mark.gpu
@@ -201,7 +221,7 @@ def test_example_post_trains_from_a_checkpoint_and_writes_its_curve(tiny_vla, tm
     import json
     import sys
 
-    import vla_metaworld
+    from examples import vla_metaworld
 
     argv = ["vla_metaworld.py", "--checkpoint", tiny_vla, "--max-steps", "2", "--episodes-per-step", "4",
             "--num-generations", "2", "--horizon", "5", "--eval-goals", "2", "--eval-horizon", "10",
@@ -212,4 +232,6 @@ def test_example_post_trains_from_a_checkpoint_and_writes_its_curve(tiny_vla, tm
     assert [c["step"] for c in summary["curve"]] == [0, 1, 2]
     assert [c["episodes"] for c in summary["curve"]] == [0, 4, 4]  # num_iterations=2: one batch per 2 steps
     assert all(0.0 <= c["eval_success_rate"] <= 1.0 for c in summary["curve"])
+    stale = summary["train_metrics"]["stale/log_ratio_abs_p95"]  # what the A/B benchmark reads
+    assert len(stale) == 2 and stale[0] < 1e-4 < stale[1]
     assert (tmp_path / "run" / "config.json").exists()

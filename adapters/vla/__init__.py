@@ -1,0 +1,51 @@
+"""VLA adapter: OpenVLA policies post-trained with GIPO on Meta-World from pixels, through TRL.
+
+Needs the `[vla]` extra (the `[trl]` and `[metaworld]` extras); set `MUJOCO_GL=egl` before anything
+imports MuJoCo to render headless.
+
+- `policy` — the interface the trainer depends on (`VLAPolicy`, `VLAProcessor`) and the sampling /
+  scoring functions over the 256 action tokens;
+- `actions` — OpenVLA's prompt, q01/q99 statistics and 256-bin action tokenizer;
+- `tiny_openvla` — the project's tiny OpenVLA (`TinyOpenVLAForActionPrediction`,
+  `TinyOpenVLAProcessor`), trained on a CPU;
+- `openvla` — OpenVLA's published checkpoint format (`load_openvla`,
+  `OpenVLAForActionPrediction`, `OpenVLAProcessor`) on transformers modules, no remote code;
+- `recipe` — acting, evaluation and the tiny model's SFT recipe (`sft_checkpoint`);
+- `trainer` — `VLAGIPOConfig`, `VLAGIPOTrainer`: GIPO (or any TRL loss) on Meta-World episodes.
+
+```python
+from gipo_plugins.vla import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, load_openvla
+```
+"""
+
+from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
+from gipo_plugins.vla.openvla import OpenVLAConfig, OpenVLAForActionPrediction, OpenVLAProcessor, load_openvla
+from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, action_log_probs, sample_action_tokens
+from gipo_plugins.vla.recipe import act, evaluate_success, sft_checkpoint
+from gipo_plugins.vla.tiny_openvla import TinyOpenVLAConfig, TinyOpenVLAForActionPrediction, TinyOpenVLAProcessor
+from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
+
+__all__ = [
+    "ActionTokenizer",
+    "OpenVLAConfig",
+    "OpenVLAForActionPrediction",
+    "OpenVLAProcessor",
+    "TinyOpenVLAConfig",
+    "TinyOpenVLAForActionPrediction",
+    "TinyOpenVLAProcessor",
+    "VLAGIPOConfig",
+    "VLAGIPOTrainer",
+    "VLAPolicy",
+    "VLAProcessor",
+    "act",
+    "action_log_probs",
+    "compute_statistics",
+    "evaluate_success",
+    "goal_dataset",
+    "load_openvla",
+    "normalize",
+    "sample_action_tokens",
+    "sft_checkpoint",
+    "step_advantages",
+    "unnormalize",
+]

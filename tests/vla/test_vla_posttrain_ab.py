@@ -1,0 +1,55 @@
+"""The stale VLA A/B's statistics: per-loss confidence intervals, paired differences and staleness diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+
+from benchmarks.vla_posttrain import PRESETS, staleness, summarize
+from examples.vla_metaworld import TRAIN_METRICS
+
+
+def summary(loss: str, seed: int, final: float, p95: list[float], dead: float) -> dict:
+    """A run summary in the example's format (`examples/vla_metaworld.py`)."""
+    metrics = dict.fromkeys(TRAIN_METRICS, [None] * len(p95))
+    metrics["stale/log_ratio_abs_p95"] = p95
+    metrics["stale/log_ratio_abs_mean"] = [None if v is None else v / 3 for v in p95]
+    metrics["gipo/suppressed_fraction" if loss == "gipo" else "clip_ratio/region_mean"] = [dead] * len(p95)
+    return {"loss_type": loss, "seed": seed, "sft_success": 0.2, "final_success": final, "wall_seconds": 60.0,
+            "train_metrics": metrics, "curve": [{"episodes": 0, "eval_success_rate": 0.2}]}  # fmt: skip
+
+
+def test_paired_difference_separates_only_when_every_seed_agrees():
+    rng = np.random.default_rng(0)
+    gipo = [summary("gipo", s, 0.6 + 0.05 * rng.standard_normal(), [0.5, 1.5], 0.01) for s in range(10)]
+    dapo = [summary("dapo", s, r["final_success"] - 0.2, [0.4, 0.8], 0.3) for s, r in enumerate(gipo)]
+    rows, (pair,) = summarize(gipo + dapo, ["gipo", "dapo"])
+    assert pair["comparison"] == "gipo - dapo" and pair["pairs"] == 10
+    assert pair["mean_difference"] == pytest.approx(0.2) and pair["separated"]
+    assert pair["ci_low"] == pytest.approx(0.2) == pair["ci_high"]  # identical differences: a zero-width interval
+    gipo_row, dapo_row = rows
+    assert gipo_row["final_ci_low"] < gipo_row["final_mean"] < gipo_row["final_ci_high"]
+    assert gipo_row["gain_points"] == pytest.approx(100 * (gipo_row["final_mean"] - 0.2))
+    assert gipo_row["binding_steps"] == 0.5 and dapo_row["binding_steps"] == 0.0  # p95 beyond sigma = 1
+    assert gipo_row["dead_fraction"] == pytest.approx(0.01) and dapo_row["dead_fraction"] == pytest.approx(0.3)
+    noisy = [summary("dapo", s, 0.6 + 0.3 * rng.standard_normal(), [0.4], 0.3) for s in range(10)]
+    _, (pair,) = summarize(gipo + noisy, ["gipo", "dapo"])
+    assert not pair["separated"] and pair["ci_low"] < 0 < pair["ci_high"]
+
+
+def test_staleness_ignores_steps_without_a_measurement_and_missing_losses_fail():
+    run = summary("gipo", 0, 0.5, [None, 2.0, 0.5], 0.1)
+    diagnostics = staleness(run)
+    assert diagnostics["log_ratio_abs_p95"] == pytest.approx(1.25) and diagnostics["log_ratio_abs_p95_max"] == 2.0
+    with pytest.raises(ValueError, match="no finished runs for loss_type 'dapo'"):
+        summarize([run], ["gipo", "dapo"])
+
+
+def test_full_preset_is_the_documented_stale_regime():
+    full = PRESETS["full"]
+    args = dict(zip(full.example_args[::2], full.example_args[1::2], strict=True))
+    assert full.loss_types == ("gipo", "dapo") and len(full.seeds) == 10 and full.report
+    assert int(args["--num-iterations"]) == 8 and int(args["--eval-goals"]) == 50
+    assert not PRESETS["smoke"].report  # the smoke run never writes under docs/
