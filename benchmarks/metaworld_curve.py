@@ -1,4 +1,6 @@
-"""Learning curves of an adapter's Meta-World example: GIPO vs the PPO-clip objective.
+"""Learning curves of the RLlib Meta-World example: GIPO vs the PPO-clip objective (fresh regime).
+
+(TorchRL's curves come from the stale sweep, `benchmarks/metaworld_stale`, on the reference recipe.)
 
 Runs ``examples/<framework>_metaworld.py`` once per objective (and GIPO σ) and seed, in parallel
 processes (``--workers``), with identical settings; extra arguments go to the example. Plots the
@@ -6,8 +8,7 @@ deterministic-policy success rate (evaluated every ``--eval-every`` iterations o
 ``--eval-episodes`` fresh goals) against env frames. Finished runs are kept (resumable). Writes
 ``docs/img/<framework>_<task>_success.png`` and ``docs/benchmarks/<framework>_<task>.{csv,md}``.
 
-    python benchmarks/metaworld_curve.py --framework torchrl --total-frames 150000 --gipo-sigmas 1 0.5 0.25
-    python benchmarks/metaworld_curve.py --framework rllib --total-frames 100000 --workers 1
+    python -m benchmarks.metaworld_curve --framework rllib --total-frames 100000 --workers 1
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {
-    "torchrl": "(2000 frames per batch, 200-step episodes, 80 minibatch updates of 250 per batch, KL 0.1 to the "
-    "behaviour policy for every objective, 1 torch thread per run).",
     "rllib": "(train batch 4000, minibatch 256, 10 epochs, 200-step episodes, lr 3e-4, RLlib's adaptive KL "
     "penalty (kl_coeff 0.2, kl_target 0.01) for every objective, 1 remote env runner, evaluation on a separate "
     "env runner).",
@@ -59,7 +58,7 @@ def run(objective: str, sigma: float | None, seed: int, args: argparse.Namespace
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--framework", default="torchrl", choices=["torchrl", "rllib"])
+    p.add_argument("--framework", default="rllib", choices=["rllib"])
     p.add_argument("--task", default="reach-v3")
     p.add_argument("--objectives", nargs="+", default=["gipo", "ppo_clip"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -90,7 +89,7 @@ def main() -> None:
         ax.plot(*zip(*points, strict=True), style, color=COLORS[objective], marker=".", label=f"{name} seed {seed}")
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"success rate ({args.eval_episodes} eval episodes)")
-    title = {"torchrl": "TorchRL", "rllib": "Ray RLlib"}[args.framework]
+    title = {"rllib": "Ray RLlib"}[args.framework]
     ax.set_title(f"{title} on Meta-World {args.task}")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -107,7 +106,7 @@ def main() -> None:
     lines = [
         f"# {title} on Meta-World {args.task}",
         "",
-        f"Made by `python benchmarks/metaworld_curve.py --framework {args.framework} "
+        f"Made by `python -m benchmarks.metaworld_curve --framework {args.framework} "
         f"--total-frames {args.total_frames} "
         f"--seeds {' '.join(map(str, args.seeds))} --gipo-sigmas {' '.join(f'{x:g}' for x in args.gipo_sigmas)} "
         f"{' '.join(extra)}`: `examples/{args.framework}_metaworld.py`'s defaults otherwise, "

@@ -143,7 +143,8 @@ class DivergenceMonitor:
         self._pending: tuple[Tensor, object] | None = None
 
     def update(self, metrics: dict[str, Tensor]) -> None:
-        if self.warned:
+        """Hand over a call's metrics (skipped while `torch.compile` traces: a host read would break the graph)."""
+        if self.warned or torch.compiler.is_compiling():
             return
         self._read_pending()
         value = metrics["log_ratio_abs_p95"].detach()

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase, is_tensor_collection
 from tensordict.nn import dispatch
+from torchrl._utils import logger as torchrl_logger
 from torchrl.modules.distributions.utils import has_analytic_kl
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
 
-from gipo_plugins import PolicyObjective, all_hyperparameters, behaviour_kl
+from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters, behaviour_kl
 from gipo_plugins.diagnostics import METRIC_KEYS
 from gipo_plugins.registry import get_spec
 
@@ -78,7 +79,8 @@ class GIPOLoss(ClipPPOLoss):
 
     Bad data (NaN/inf log-probs or advantages, an all-masked batch) fails with a message naming it,
     as a device-side assert by default (no host sync on the hot path); see
-    `gipo_plugins.set_check_mode` for the strict mode.
+    `gipo_plugins.set_check_mode` for the strict mode. Divergence (the 95th percentile of $|\ell|$
+    above 10) is warned about once through TorchRL's logger (`gipo_plugins.DivergenceMonitor`).
 
     Examples:
         >>> from gipo_plugins.torchrl import GIPOLoss
@@ -117,6 +119,7 @@ class GIPOLoss(ClipPPOLoss):
             raise ValueError(f"unknown kl_estimator {kl_estimator!r}; choose one of {', '.join(KL_ESTIMATORS)}")
         super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
         self.kl_estimator = kl_estimator
+        self._divergence = DivergenceMonitor(torchrl_logger.warning)
         device = self._clip_epsilon_buffers()[0].device
         # One home per setting: schedulable numbers of the selected objective are buffers (clip_epsilon is
         # ClipPPOLoss's own), the others live in the PolicyObjective.
@@ -246,6 +249,7 @@ class GIPOLoss(ClipPPOLoss):
         result = self.policy_objective.on_log_ratio(
             log_behav_weight, advantage, mask, reduction="none", **self.scheduled_settings()
         )
+        self._divergence.update(result.metrics)
         loss_objective = result.per_element
         td_out = TensorDict()
         if self.kl_coeff is not None:

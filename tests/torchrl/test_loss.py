@@ -289,3 +289,18 @@ def test_a_registered_objective_through_gipoloss():
         assert is_objective  # the built-ins are untouched
     finally:
         unregister_objective("toy")
+
+
+def test_divergence_stays_finite_and_warns_once(caplog):
+    """The documented failure (no KL, |log r| in the hundreds): finite loss and gradients, one warning."""
+    gipo = GIPOLoss(make_actor(), make_critic())
+    td = _stale_batch(gipo, shift=300.0)
+    with caplog.at_level("WARNING", logger="torchrl"):
+        for _ in range(3):
+            out = gipo(td.clone())
+            gipo.zero_grad()
+            (out["loss_objective"] + out["loss_critic"]).backward()
+    assert torch.isfinite(out["loss_objective"]) and out["log_ratio_abs_p95"] > 100
+    assert all(torch.isfinite(p.grad).all() for p in gipo.parameters() if p.grad is not None)
+    warnings = [r for r in caplog.records if "95th percentile of |log r|" in r.getMessage()]
+    assert len(warnings) == 1 and "kl_coeff" in warnings[0].getMessage()
