@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from benchmarks.metaworld_stale import aggregate, sweep
 from scipy import stats
+
+from benchmarks.metaworld_stale import aggregate, sweep
 
 
 def test_smoke_sweep_runs_every_combination_and_resumes_without_rerunning(tmp_path, capsys):

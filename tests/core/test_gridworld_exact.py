@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from benchmarks.gridworld.exact import (
     RIGHT,
     advantages,
@@ -16,7 +17,6 @@ from benchmarks.gridworld.exact import (
     transitions,
     true_gradient,
 )
-
 from gipo_plugins import PolicyObjective
 
 UNIFORM = tabular_policy((1, 1, 1, 1))
