@@ -3,9 +3,9 @@
 Rendering uses MuJoCo's offscreen renderer through `MUJOCO_GL`. MuJoCo reads that variable once,
 when it is first imported, so export `MUJOCO_GL=egl` (Mesa's EGL works headless on a CPU;
 `osmesa` after `apt-get install libosmesa6`) before anything imports `mujoco` — Meta-World
-itself and `gipo_plugins.metaworld` do. Importing this module first sets `egl` as the default;
-if MuJoCo was imported earlier without a usable backend, `MetaWorldImageEnv` raises a
-`RuntimeError` that says so. Meta-World's own `render()` runs at ~15 frames/s (4096 shadow map,
+itself and `gipo_plugins.metaworld` (this module's package) do; `import gipo_plugins.vla` first
+sets `egl` as the default. Without a usable backend `MetaWorldImageEnv` raises a `RuntimeError`
+that says so. Meta-World's own `render()` runs at ~15 frames/s (4096 shadow map,
 4× MSAA, reflections); this renderer switches those off: ~100–150 frames/s at 64×64 on one core.
 
 Observation of `MetaWorldImageEnv`: `image` uint8 `[S, S, 3]` from the `corner` camera
@@ -20,12 +20,7 @@ episode is solved when `info["success"]` is 1 at its **last** step.
 from __future__ import annotations
 
 import os
-import sys
 import weakref
-
-if "mujoco" not in sys.modules:
-    os.environ.setdefault("MUJOCO_GL", "egl")
-
 from collections.abc import Callable
 
 import metaworld

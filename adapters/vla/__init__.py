@@ -1,7 +1,8 @@
 """VLA adapter: OpenVLA policies post-trained with GIPO on Meta-World from pixels, through TRL.
 
-Needs the `[vla]` extra (the `[trl]` and `[metaworld]` extras); set `MUJOCO_GL=egl` before anything
-imports MuJoCo to render headless.
+Needs the `[vla]` extra (the `[trl]` and `[metaworld]` extras). MuJoCo picks its rendering backend
+when first imported: importing this package before MuJoCo makes `MUJOCO_GL=egl` (headless) the
+default; otherwise export it yourself.
 
 - `policy` — the interface the trainer depends on (`VLAPolicy`, `VLAProcessor`) and the sampling /
   scoring functions over the 256 action tokens;
@@ -17,6 +18,12 @@ imports MuJoCo to render headless.
 from gipo_plugins.vla import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, load_openvla
 ```
 """
+
+import os as _os
+import sys as _sys
+
+if "mujoco" not in _sys.modules:  # before gipo_plugins.metaworld imports Meta-World (and MuJoCo)
+    _os.environ.setdefault("MUJOCO_GL", "egl")
 
 from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
 from gipo_plugins.vla.openvla import OpenVLAConfig, OpenVLAForActionPrediction, OpenVLAProcessor, load_openvla
