@@ -270,7 +270,7 @@ def test_trainer_rejects_a_policy_whose_actions_do_not_fit_metaworld(published_v
 
 @pytest.mark.gpu
 def test_published_format_post_trains_on_cuda_in_bf16(published_vla, tmp_path):
-    model, processor = load_openvla(published_vla, dtype=torch.bfloat16, device="cuda"), None
+    model = load_openvla(published_vla, dtype=torch.bfloat16, device="cuda")
     processor = OpenVLAProcessor.from_pretrained(published_vla)
     config = VLAGIPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_steps=2,
                            learning_rate=1e-4, bf16=True, report_to="none", logging_steps=1, num_iterations=2,
