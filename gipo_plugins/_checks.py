@@ -102,7 +102,7 @@ def check_broadcasts_to(name: str, value: Tensor, shape: torch.Size, target: str
 def check_finite_where(values: dict[str, Tensor], valid: Tensor | None) -> None:
     """Fail, naming the argument, if a tensor holds NaN or ±inf at a valid position (`None`: all valid)."""
     for name, value in values.items():
-        finite = torch.isfinite(value)
+        finite = (value - value) == 0  # NaN for NaN and ±inf: two ops where `isfinite` takes four
         ok = finite.all() if valid is None else (finite | ~valid).all()
         assert_data(ok, f"{name} contains NaN or inf at unmasked positions")
 

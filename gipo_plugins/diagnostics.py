@@ -48,8 +48,20 @@ _QUANTILE_MAX_ELEMENTS = 2**24  # torch.quantile's input limit
 
 
 def masked_quantile(x: Tensor, mask: Tensor | None, q: float) -> Tensor:
-    """Quantile ``q`` of ``x`` over the positions where ``mask`` is true (``None``: all; static shapes only)."""
-    flat = (x if mask is None else torch.where(mask, x, x.new_full((), float("nan")))).reshape(-1)
+    """Quantile `q` of `x` (linear interpolation, as `torch.quantile`) over the positions where `mask` is true.
+
+    Unmasked, it selects the two neighbouring order statistics (`kthvalue`, linear time) instead of
+    sorting; masked, the number of valid elements is data-dependent, so it uses `nanquantile`.
+    """
+    flat = x.reshape(-1)
+    if mask is None:
+        position = q * (flat.numel() - 1)
+        low = int(position)
+        below = flat.kthvalue(low + 1).values
+        if position == low:
+            return below
+        return below + (position - low) * (flat.kthvalue(low + 2).values - below)
+    flat = torch.where(mask.reshape(-1), flat, flat.new_full((), float("nan")))
     if flat.numel() > _QUANTILE_MAX_ELEMENTS:
         flat = flat[:: -(-flat.numel() // _QUANTILE_MAX_ELEMENTS)]
     return torch.nanquantile(flat, q)
@@ -57,25 +69,21 @@ def masked_quantile(x: Tensor, mask: Tensor | None, q: float) -> Tensor:
 
 @torch.no_grad()
 def utilization_metrics(
-    log_ratio: Tensor, gate: Tensor, grad_weight: Tensor, mask: Tensor | None = None
+    log_ratio: Tensor, gate: Tensor, grad_weight: Tensor, mask: Tensor | None = None, ratio: Tensor | None = None
 ) -> dict[str, Tensor]:
     """Diagnostics of the table above, as detached 0-dim fp32 tensors (no host sync).
 
     Args:
-        log_ratio: :math:`\\ell`, any shape.
-        gate: :math:`g`, same shape.
-        grad_weight: :math:`u`, same shape.
-        mask: boolean, same shape, at least one element true; ``None`` when every element is valid.
+        log_ratio: $\\ell$, any shape.
+        gate: $g$, same shape.
+        grad_weight: $u$, same shape.
+        mask: boolean, same shape, at least one element true; `None` when every element is valid.
+        ratio: $r = e^{\\ell}$ (value capped at $e^{20}$) if the caller has it, else computed here.
     """
     log_ratio, gate, grad_weight = (t.float() for t in (log_ratio, gate, grad_weight))
-    if mask is None:
-        count = torch.tensor(float(log_ratio.numel()), device=log_ratio.device)
-    else:
-        weight = mask.reshape(-1).float()
-        count = weight.sum().clamp(min=1)
-    ratio = torch.exp(log_ratio.clamp(max=20.0))
+    ratio = torch.exp(log_ratio.clamp(max=20.0)) if ratio is None else ratio.float()
     abs_log_ratio = log_ratio.abs()
-    # One masked reduction for every sum (masked positions hold finite values: the objectives zero them).
+    # One reduction for every sum (masked positions hold finite values: the objectives zero them).
     per_element = torch.stack(
         [
             gate,
@@ -88,13 +96,21 @@ def utilization_metrics(
             grad_weight.square(),
         ]
     ).reshape(8, -1)
-    sums = per_element.sum(1) if mask is None else per_element @ weight
+    if mask is None:
+        count: Tensor | float = float(log_ratio.numel())
+        sums = per_element.sum(1)
+        gate_min = gate.min()
+    else:
+        weight = mask.reshape(-1).float()
+        count = weight.sum().clamp(min=1)
+        sums = per_element @ weight
+        gate_min = torch.where(mask, gate, float("inf")).min()
     means = sums[:6] / count
     sum_u, sum_u2 = sums[6], sums[7]
     ess = torch.where(sum_u2 > 0, sum_u.square() / (count * sum_u2.clamp(min=torch.finfo(sum_u2.dtype).tiny)), 0.0)
     return {
         "trust_weight_mean": means[0],
-        "trust_weight_min": gate.min() if mask is None else torch.where(mask, gate, float("inf")).min(),
+        "trust_weight_min": gate_min,
         "dead_fraction": means[1],
         "suppressed_fraction": means[2],
         "ess": ess,

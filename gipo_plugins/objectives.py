@@ -143,7 +143,7 @@ def gipo_term(log_ratio: Tensor, advantages: Tensor, *, sigma, sigma_neg_ratio, 
     w = k(\mathrm{sg}[\ell] / \sigma_{eff}),\qquad \text{term} = -\,r\,A\,w,\qquad
     \frac{\partial\,\text{term}}{\partial\log\pi_\theta} = -\,w\,r\,A.$$
     """
-    sigma_eff = by_advantage_sign(advantages, sigma, sigma * sigma_neg_ratio)
+    sigma_eff = sigma if sigma_neg_ratio == 1 else by_advantage_sign(advantages, sigma, sigma * sigma_neg_ratio)
     log_w = log_trust_weight(log_ratio.detach(), sigma_eff, kernel)
     return -capped_exp(log_ratio + log_w) * advantages, torch.exp(log_w)  # r * w without inf * 0
 
@@ -237,8 +237,9 @@ def _evaluate(spec: ObjectiveSpec, batch: _Batch, reduction: str, settings: dict
     term, gate = spec.term(batch.log_ratio, batch.advantages, **settings)
     loss, term = _reduce(term, batch, reduction)
     log_ratio, gate = batch.log_ratio.detach(), gate.detach()
-    grad_weight = gate * capped_exp(log_ratio)
-    metrics = utilization_metrics(log_ratio, gate, grad_weight, None if batch.full else batch.mask)
+    ratio = capped_exp(log_ratio)
+    grad_weight = gate * ratio
+    metrics = utilization_metrics(log_ratio, gate, grad_weight, None if batch.full else batch.mask, ratio)
     return ObjectiveResult(loss, term, gate, grad_weight, log_ratio, batch.mask, metrics)
 
 
@@ -271,6 +272,7 @@ class PolicyObjective:
             raise TypeError(f"unknown setting(s) {unknown}; the registered objectives take {sorted(known)}")
         self.name = name
         self.settings = {key: known[key].validate(value) for key, value in settings.items()}
+        self._known = frozenset(known)
         self._spec = spec
         self._kwargs = {hp.name: self.settings.get(hp.name, hp.default) for hp in spec.hyperparameters}
 
@@ -335,7 +337,7 @@ class PolicyObjective:
 
     def _run(self, log_ratio, advantages, mask, reduction, overrides, finite) -> ObjectiveResult:
         check_choice("reduction", reduction, REDUCTIONS)
-        unknown = set(overrides) - set(all_hyperparameters())
+        unknown = overrides.keys() - self._known
         if unknown:
             raise TypeError(f"unknown setting override(s) {sorted(unknown)}")
         settings = self._kwargs | {k: v for k, v in overrides.items() if k in self._kwargs}
