@@ -1,84 +1,187 @@
-"""RLlib: seconds per training iteration, GIPO / PPO, same config, same run.
+"""RLlib: seconds per training iteration, GIPO / PPO and AGIPO / APPO, same config, same run.
 
-Builds stock PPO and GIPO on the same Meta-World config (local sampling, no remote runners, so both
-see the same machine), warms each up, then alternates single iterations and reports medians of the
-whole iteration and of the learner update (``timers/learner_update_timer``). Written to
-``docs/benchmarks/rllib_iteration_overhead.{csv,md}``.
+Builds stock PPO and GIPO (and stock APPO and AGIPO) on the same Meta-World config, with local
+sampling and a local learner (no remote actors, so each pair sees the same machine), warms each up,
+then alternates single iterations. Measured per iteration: the whole `train()` call (wall clock) and
+RLlib's learner-update timer (`timers/learner_update_timer`; APPO: the learner thread's update timer).
+APPO's reporting period is set to 0 (one training step per iteration, instead of 10 s).
 
-    python benchmarks/rllib_iteration_overhead.py --iterations 8
+The measurement is repeated in `--rounds` rounds; each round's ratio is the ratio of its medians, and
+the report gives the median ratio over rounds with its spread (min–max). A ratio whose spread
+contains 1 is within noise. `--pause-sweep PATTERN` stops the processes matching `PATTERN` (`pgrep
+-f`) during each round and always continues them afterwards (only the ones it stopped); rounds are
+kept under 5 minutes. Written to `docs/benchmarks/rllib_iteration_overhead.{csv,md}`.
+
+    python benchmarks/rllib_iteration_overhead.py --rounds 5 --pause-sweep gipo_plugins.torchrl.recipe
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager, suppress
 
 import ray
 import torch
+from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 from report import write_report
 
-from gipo_plugins.rllib import GIPOConfig, register_metaworld_envs
+from gipo_plugins.rllib import AGIPOConfig, GIPOConfig, register_metaworld_envs
+
+TARGETS = {("PPO", "learner update"): 1.05, ("PPO", "iteration"): 1.02, ("APPO", "iteration"): 1.03}
 
 
-def configure(config, args):
-    return (
+@contextmanager
+def paused(pattern: str | None):
+    """SIGSTOP the running processes matching `pattern` for the block; SIGCONT exactly those afterwards."""
+    if not pattern:
+        yield
+        return
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    stopped = []
+
+    def resume() -> None:
+        while stopped:
+            with suppress(ProcessLookupError):
+                os.kill(stopped.pop(), signal.SIGCONT)
+
+    atexit.register(resume)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below on SIGTERM too
+    try:
+        for pid in map(int, found):
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state != "T":  # leave alone what someone else stopped: we would not know when to continue it
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield
+    finally:
+        resume()
+        atexit.unregister(resume)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def configure(config, args, appo: bool):
+    config = (
         config.environment(f"metaworld/{args.task}", env_config={"max_episode_steps": 200, "seed": 0})
-        .env_runners(num_env_runners=0)
-        .training(train_batch_size_per_learner=args.train_batch, minibatch_size=args.minibatch, num_epochs=args.epochs)
+        .env_runners(num_env_runners=0, rollout_fragment_length=50 if appo else "auto")
         .debugging(seed=0)
     )
+    if appo:
+        return (
+            config.learners(num_learners=0)
+            .training(train_batch_size_per_learner=args.appo_batch, circular_buffer_num_batches=4,
+                      circular_buffer_iterations_per_batch=2)
+            .reporting(min_time_s_per_iteration=0)
+        )  # fmt: skip
+    return config.training(train_batch_size_per_learner=args.train_batch, minibatch_size=args.minibatch,
+                           num_epochs=args.epochs)  # fmt: skip
+
+
+def update_seconds(result: dict, appo: bool) -> float:
+    if appo:
+        return float(result["learners"]["__all_modules__"].get("learner_thread_update_timer", float("nan")))
+    return float(result["timers"]["learner_update_timer"])
+
+
+def measure(algos: dict, appo: bool, iterations: int) -> dict[str, dict[str, list[float]]]:
+    """Alternate single iterations; wall seconds and learner-update seconds per algorithm."""
+    out = {name: {"iteration": [], "learner update": []} for name in algos}
+    for _ in range(iterations):
+        for name, algo in algos.items():
+            start = time.perf_counter()
+            result = algo.train()
+            out[name]["iteration"].append(time.perf_counter() - start)
+            out[name]["learner update"].append(update_seconds(result, appo))
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="reach-v3")
-    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=6, help="per algorithm and round")
     p.add_argument("--train-batch", type=int, default=2000)
     p.add_argument("--minibatch", type=int, default=128)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--appo-batch", type=int, default=500)
+    p.add_argument("--pause-sweep", default=None, help="pgrep -f pattern of processes to stop while timing")
+    p.add_argument("--rest-s", type=float, default=30.0, help="pause between rounds (the sweep runs)")
     args = p.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     register_metaworld_envs([args.task])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    algos = {"PPO": configure(PPOConfig(), args).build_algo(), "GIPO": configure(GIPOConfig(), args).build_algo()}
-    wall = {name: [] for name in algos}
-    update = {name: [] for name in algos}
-    for algo in algos.values():  # warm-up
-        algo.train()
-    for i in range(args.iterations):
-        for name, algo in algos.items():
-            start = time.perf_counter()
-            result = algo.train()
-            wall[name].append(time.perf_counter() - start)
-            update[name].append(float(result["timers"]["learner_update_timer"]))
-        print(f"iteration {i + 1}: " + "  ".join(f"{n} {wall[n][-1]:.2f}s" for n in algos), flush=True)
-    for algo in algos.values():
-        algo.stop()
+    pairs = {
+        "PPO": (False, {"stock": configure(PPOConfig(), args, False), "gipo": configure(GIPOConfig(), args, False)}),
+        "APPO": (True, {"stock": configure(APPOConfig(), args, True), "gipo": configure(AGIPOConfig(), args, True)}),
+    }
+    algos = {family: {name: config.build_algo() for name, config in configs.items()}
+             for family, (_, configs) in pairs.items()}  # fmt: skip
+    for family, built in algos.items():  # warm-up (APPO: until the learner reports)
+        for algo in built.values():
+            for _ in range(3 if family == "APPO" else 1):
+                algo.train()
+    per_round: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(args.rounds):
+        with paused(args.pause_sweep):
+            for family, (appo, _) in pairs.items():
+                times = measure(algos[family], appo, args.iterations)
+                for measure_name in ("iteration", "learner update"):
+                    stock = statistics.median(times["stock"][measure_name])
+                    gipo = statistics.median(times["gipo"][measure_name])
+                    per_round.setdefault((family, measure_name), []).append(
+                        {"stock": stock, "gipo": gipo, "ratio": gipo / stock}
+                    )
+        summary = "  ".join(f"{f} {m}: {v[-1]['ratio']:.3f}" for (f, m), v in per_round.items())
+        print(f"round {round_ + 1}/{args.rounds}: {summary}", flush=True)
+        if round_ + 1 < args.rounds:
+            time.sleep(args.rest_s)
+    for built in algos.values():
+        for algo in built.values():
+            algo.stop()
     ray.shutdown()
 
-    rows = [
-        {
-            "measure": measure,
-            "ppo_s": statistics.median(values["PPO"]),
-            "gipo_s": statistics.median(values["GIPO"]),
-            "ratio": statistics.median(values["GIPO"]) / statistics.median(values["PPO"]),
-        }
-        for measure, values in (("iteration", wall), ("learner update", update))
-    ]
+    rows = []
+    for (family, measure_name), values in per_round.items():
+        ratios = [v["ratio"] for v in values]
+        low, high, ratio = min(ratios), max(ratios), statistics.median(ratios)
+        target = TARGETS.get((family, measure_name))
+        rows.append(
+            {
+                "algorithm": f"{'AGIPO / APPO' if family == 'APPO' else 'GIPO / PPO'}",
+                "measure": measure_name,
+                "stock_s": statistics.median(v["stock"] for v in values),
+                "gipo_s": statistics.median(v["gipo"] for v in values),
+                "ratio": ratio,
+                "spread": f"{low:.3f}–{high:.3f}",
+                "target": f"≤ {target:.2f}" if target else "",
+                "verdict": ("within noise" if low <= 1.0 <= high else ("meets" if not target or ratio <= target
+                            else "misses")) + ("" if not target or ratio <= target else " the target"),
+            }
+        )  # fmt: skip
     write_report(
         "rllib_iteration_overhead",
-        "RLlib: GIPO vs PPO seconds per iteration",
-        f"Made by `python benchmarks/rllib_iteration_overhead.py --iterations {args.iterations}`: Meta-World "
-        f"{args.task}, train batch {args.train_batch}, minibatch {args.minibatch}, {args.epochs} epochs, local "
-        f"sampling, 1 torch thread, ray {ray.__version__}. Medians of {args.iterations} alternating iterations "
-        "after one warm-up each. Target: ratio ≤ 1.03.",
+        "RLlib: GIPO vs PPO and AGIPO vs APPO, seconds per iteration",
+        f"Made by `python benchmarks/rllib_iteration_overhead.py --rounds {args.rounds} --iterations "
+        f"{args.iterations}{' --pause-sweep ' + args.pause_sweep if args.pause_sweep else ''}`: Meta-World "
+        f"{args.task}, 200-step episodes, local sampling and learner, 1 torch thread, ray {ray.__version__}, "
+        f"{os.cpu_count()} CPU cores. PPO: train batch {args.train_batch}, minibatch {args.minibatch}, "
+        f"{args.epochs} epochs. APPO: train batch {args.appo_batch} of 50-step fragments, circular buffer 4 × 2, "
+        f"one training step per iteration. {args.rounds} rounds of {args.iterations} alternating iterations per "
+        "algorithm after a warm-up; per round the ratio of medians; the table gives the median over rounds and "
+        "the rounds' spread (min–max). A spread that contains 1 is within noise.",
         rows,
-        {"measure": "measure", "ppo_s": "PPO (s)", "gipo_s": "GIPO (s)", "ratio": "ratio GIPO / PPO"},
-    )
+        {"algorithm": "pair", "measure": "measure", "stock_s": "stock (s)", "gipo_s": "GIPO (s)",
+         "ratio": "ratio (median)", "spread": "spread over rounds", "target": "target", "verdict": "verdict"},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

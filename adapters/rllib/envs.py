@@ -1,4 +1,4 @@
-"""Meta-World tasks as RLlib envs: ``"metaworld/<task>"`` ids and a success metric."""
+"""Meta-World tasks as RLlib envs: `"metaworld/<task>"` ids and a success metric."""
 
 from __future__ import annotations
 
@@ -17,18 +17,25 @@ def _create(task: str):
         # Distinct, reproducible goal sequences per env runner and sub-env.
         seed = int(env_config.get("seed", 0)) + 1000 * getattr(env_config, "worker_index", 0)
         seed += getattr(env_config, "vector_index", 0)
-        return make_metaworld_env(task, seed=seed, max_episode_steps=int(env_config.get("max_episode_steps", 500)))
+        env = make_metaworld_env(task, seed=seed, max_episode_steps=int(env_config.get("max_episode_steps", 500)))
+        scale = float(env_config.get("reward_scale", 1.0))
+        if scale != 1.0:
+            import gymnasium as gym
+
+            env = gym.wrappers.TransformReward(env, lambda reward: scale * reward)
+        return env
 
     return creator
 
 
 def register_metaworld_envs(tasks: Iterable[str] | None = None) -> list[str]:
-    """Register ``"metaworld/<task>"`` with RLlib/Tune for each task (default: all 50 MT50 tasks).
+    """Register `"metaworld/<task>"` with RLlib/Tune for each task (default: all 50 MT50 tasks).
 
-    ``env_config`` keys: ``seed`` (base seed; runner ``i`` sub-env ``j`` uses ``seed + 1000 i + j``)
-    and ``max_episode_steps`` (default 500). Call before ``ray.init`` or after: Tune's registry
-    reaches remote env runners either way. Ray keeps registrations per cluster, so after
-    ``ray.shutdown()`` and a new ``ray.init()`` call it again. Returns the registered ids.
+    `env_config` keys: `seed` (base seed; runner `i` sub-env `j` uses `seed + 1000 i + j`),
+    `max_episode_steps` (default 500) and `reward_scale` (default 1; the returns in results are scaled
+    too). Call before `ray.init` or after: Tune's registry reaches remote env runners either way. Ray
+    keeps registrations per cluster, so after `ray.shutdown()` and a new `ray.init()` call it again.
+    Returns the registered ids.
     """
     if tasks is None:
         from gipo_plugins.metaworld import metaworld_tasks
@@ -42,10 +49,10 @@ def register_metaworld_envs(tasks: Iterable[str] | None = None) -> list[str]:
 
 
 class MetaWorldSuccess(RLlibCallback):
-    """Logs ``episode_success`` per finished episode: 1 if solved at its last step (the shared convention,
-    :func:`gipo_plugins.metaworld.episode_success`).
+    """Logs `episode_success` per finished episode: 1 if solved at its last step (the shared convention,
+    `gipo_plugins.metaworld.episode_success`).
 
-    Appears in results as ``env_runners/episode_success`` (mean over the reporting window).
+    Appears in results as `env_runners/episode_success` (mean over the reporting window).
     """
 
     def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:

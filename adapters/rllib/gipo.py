@@ -1,11 +1,10 @@
-"""GIPO for Ray RLlib (new API stack): ``GIPOConfig``, ``GIPO`` and ``GIPOTorchLearner``."""
+r"""GIPO on RLlib's PPO (new API stack): `GIPOConfig`, `GIPO` and `GIPOTorchLearner`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.algorithms.ppo.ppo import (
     LEARNER_RESULTS_KL_KEY,
@@ -20,92 +19,42 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from gipo_plugins import PolicyObjective
+from gipo_plugins.rllib.learner import GIPOLearnerMixin
+from gipo_plugins.rllib.settings import GIPOSettings
 
 
-class GIPOConfig(PPOConfig):
+class GIPOConfig(GIPOSettings, PPOConfig):
     """PPO's config plus GIPO's settings; every PPO option keeps working.
 
-    .. code-block:: python
+    ```python
+    from gipo_plugins.rllib import GIPOConfig
 
-        from gipo_plugins.rllib import GIPOConfig
+    config = (
+        GIPOConfig()  # instead of PPOConfig()
+        .environment("CartPole-v1")
+        .training(objective="gipo", sigma=1.0, sigma_neg_ratio=1.0, kernel="gaussian")
+    )
+    algo = config.build_algo()
+    ```
 
-        config = (
-            GIPOConfig()  # instead of PPOConfig()
-            .environment("CartPole-v1")
-            .training(gipo_sigma=1.0, gipo_sigma_neg_ratio=1.0, gipo_kernel="gaussian", objective="gipo")
-        )
-        algo = config.build_algo()
+    GIPO's settings (see [`GIPOSettings`][gipo_plugins.rllib.settings.GIPOSettings]) are the core's
+    registered hyperparameters under their core names, with their registered defaults:
 
-    ``objective`` switches the surrogate (``"gipo"``, ``"ppo_clip"`` — which uses PPO's
-    ``clip_param`` —, ``"sapo"``, ``"is"``) with everything else fixed, for A/B runs. Bad values
-    are rejected by :meth:`validate` with a ``ValueError`` naming the setting.
+    - `objective`: `"gipo"` (default), `"ppo_clip"` (PPO's clipped surrogate with PPO's own
+      `clip_param`), `"sapo"`, `"is"`, or any objective registered with
+      `gipo_plugins.register_objective` — to A/B the surrogate with everything else fixed.
+    - `sigma` (1.0): GIPO's kernel scale $\\sigma > 0$.
+    - `sigma_neg_ratio` (1.0): $\\sigma_-/\\sigma_+$ for non-positive advantages.
+    - `kernel` (`"gaussian"`): `"gaussian"`, `"laplacian"` or `"cauchy"`.
+    - `sapo_tau_pos` (1.0), `sapo_tau_neg` (1.05): SAPO's temperatures.
+
+    A bad value raises a `ValueError` naming the setting at `.training(...)` and again at
+    `validate()` / `build_algo()`.
     """
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or GIPO)
-        self.objective = "gipo"
-        self.gipo_sigma = 1.0
-        self.gipo_sigma_neg_ratio = 1.0
-        self.gipo_kernel = "gaussian"
-        self.sapo_tau_pos = 1.0
-        self.sapo_tau_neg = 1.05
-
-    @override(PPOConfig)
-    def training(
-        self,
-        *,
-        objective: str | None = NotProvided,
-        gipo_sigma: float | None = NotProvided,
-        gipo_sigma_neg_ratio: float | None = NotProvided,
-        gipo_kernel: str | None = NotProvided,
-        sapo_tau_pos: float | None = NotProvided,
-        sapo_tau_neg: float | None = NotProvided,
-        **kwargs: Any,
-    ) -> GIPOConfig:
-        """PPO's ``training()`` plus:
-
-        Args:
-            objective: ``"gipo"`` (default), ``"ppo_clip"``, ``"sapo"`` or ``"is"``.
-            gipo_sigma: kernel scale σ > 0 (default 1.0, the paper's "GIPO (1.0, 1.0)").
-            gipo_sigma_neg_ratio: σ₋/σ₊ for non-positive advantages (0.5: advantage-aware variant).
-            gipo_kernel: ``"gaussian"``, ``"laplacian"`` or ``"cauchy"``.
-            sapo_tau_pos: SAPO's temperature for positive advantages (``objective="sapo"``).
-            sapo_tau_neg: SAPO's temperature otherwise.
-        """
-        super().training(**kwargs)
-        for name, value in (
-            ("objective", objective),
-            ("gipo_sigma", gipo_sigma),
-            ("gipo_sigma_neg_ratio", gipo_sigma_neg_ratio),
-            ("gipo_kernel", gipo_kernel),
-            ("sapo_tau_pos", sapo_tau_pos),
-            ("sapo_tau_neg", sapo_tau_neg),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
-        return self
-
-    @property
-    def policy_objective(self) -> PolicyObjective:
-        """The core objective these settings select (raises ``ValueError`` on bad values)."""
-        return PolicyObjective(
-            self.objective,
-            sigma=self.gipo_sigma,
-            sigma_neg_ratio=self.gipo_sigma_neg_ratio,
-            kernel=self.gipo_kernel,
-            clip_epsilon=self.clip_param,
-            sapo_tau_pos=self.sapo_tau_pos,
-            sapo_tau_neg=self.sapo_tau_neg,
-        )
-
-    @override(PPOConfig)
-    def validate(self) -> None:
-        super().validate()
-        try:
-            _ = self.policy_objective  # constructing it validates
-        except ValueError as error:
-            self._value_error(f"GIPOConfig: {error} (sigma/sigma_neg_ratio/kernel are gipo_sigma/... here)")
+        self._init_gipo_settings()
 
     @override(PPOConfig)
     def get_default_learner_class(self):
@@ -115,7 +64,7 @@ class GIPOConfig(PPOConfig):
 
 
 class GIPO(PPO):
-    """PPO with GIPO's surrogate: ``tune.Tuner("GIPO", ...)`` or ``GIPOConfig().build_algo()``."""
+    """PPO with GIPO's surrogate: `tune.Tuner("GIPO", ...)` or `GIPOConfig().build_algo()`."""
 
     @classmethod
     @override(PPO)
@@ -123,18 +72,19 @@ class GIPO(PPO):
         return GIPOConfig()
 
 
-class GIPOTorchLearner(PPOTorchLearner):
+class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
     r"""PPO's torch learner with the policy term computed by the core.
 
     The loss is PPO's, term by term — clipped value loss, entropy bonus, adaptive KL penalty, all
-    as masked means over ``Columns.LOSS_MASK`` — except that PPO's clipped surrogate is replaced by
-    the selected core objective, for GIPO
+    as means over `Columns.LOSS_MASK` — except that PPO's clipped surrogate is replaced by the
+    selected core objective on $\ell = \log\pi_\theta - \log\pi_{old}$ (PPO's ratio), for GIPO
 
-    .. math:: -\,r\,A\,\mathrm{sg}[w], \qquad w = k(\log r / \sigma_{eff}).
+    $$-\,r\,A\,\mathrm{sg}[w], \qquad w = k(\ell / \sigma_{eff}).$$
 
-    The core's diagnostics (``trust_weight_mean``, ``dead_fraction``, ``ess``, ``log_ratio_abs_p95``
-    ...) are logged next to PPO's through ``self.metrics``, so they reach the result dict and
-    TensorBoard under ``learners/<module_id>/``.
+    The core's diagnostics (`trust_weight_mean`, `dead_fraction`, `ess`, `log_ratio_abs_p95`, ...)
+    are logged next to PPO's through `self.metrics`, so they reach the result dict and TensorBoard
+    under `learners/<module_id>/`. Masked means use `torch.where` instead of PPO's boolean indexing:
+    no device→host sync in the loss.
     """
 
     @override(PPOTorchLearner)
@@ -149,35 +99,38 @@ class GIPOTorchLearner(PPOTorchLearner):
         module = self.module[module_id].unwrapped()
         mask = batch.get(Columns.LOSS_MASK)
         if mask is not None:
+            mask = mask.bool()
             num_valid = mask.sum()
 
             def masked_mean(values: torch.Tensor) -> torch.Tensor:
-                return values[mask].sum() / num_valid
+                return torch.where(mask, values, 0.0).sum() / num_valid
         else:
             masked_mean = torch.mean
 
         curr_dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        result = config.policy_objective(
+        result = self.objective_for(module_id, config)(
             curr_dist.logp(batch[Columns.ACTIONS]),
             batch[Columns.ACTION_LOGP],
             batch[Postprocessing.ADVANTAGES],
             mask,
             reduction="none",
         )
+        zero = torch.zeros((), device=result.per_element.device)
 
         if config.use_kl_loss:
             prev_dist = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
             mean_kl_loss = masked_mean(prev_dist.kl(curr_dist))
         else:
-            mean_kl_loss = torch.tensor(0.0, device=result.per_element.device)
+            mean_kl_loss = zero
         curr_entropy = curr_dist.entropy()
 
         if config.use_critic:
             values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
             vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
             vf_loss_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+            mean_vf_loss, mean_vf_unclipped_loss = masked_mean(vf_loss_clipped), masked_mean(vf_loss)
         else:
-            values = vf_loss = vf_loss_clipped = torch.tensor(0.0, device=result.per_element.device)
+            values = vf_loss_clipped = mean_vf_loss = mean_vf_unclipped_loss = zero
 
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         total_loss = masked_mean(
@@ -186,17 +139,13 @@ class GIPOTorchLearner(PPOTorchLearner):
         if config.use_kl_loss:
             total_loss = total_loss + self.curr_kl_coeffs_per_module[module_id] * mean_kl_loss
 
-        self.metrics.log_dict(
-            {
-                POLICY_LOSS_KEY: masked_mean(result.per_element),
-                VF_LOSS_KEY: masked_mean(vf_loss_clipped) if config.use_critic else vf_loss,
-                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: masked_mean(vf_loss) if config.use_critic else vf_loss,
-                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
-                ENTROPY_KEY: masked_mean(curr_entropy),
-                LEARNER_RESULTS_KL_KEY: mean_kl_loss,  # PPO adapts kl_coeff from this key
-                **result.metrics,
-            },
-            key=module_id,
-            window=1,
-        )
+        stats = {
+            POLICY_LOSS_KEY: masked_mean(result.per_element),
+            VF_LOSS_KEY: mean_vf_loss,
+            LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean_vf_unclipped_loss,
+            LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
+            ENTROPY_KEY: masked_mean(curr_entropy),
+            LEARNER_RESULTS_KL_KEY: mean_kl_loss,  # PPO adapts kl_coeff from this key
+        }
+        self.log_objective(module_id, stats, result)
         return total_loss

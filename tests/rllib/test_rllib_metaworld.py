@@ -1,4 +1,4 @@
-"""RLlib integration on Meta-World reach-v3: remote env runner, Tune name swap, two learners, checkpoints."""
+"""GIPO (PPO-based) on Meta-World reach-v3: remote env runner, Tune name swap, two learners, checkpoints."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def check_result(result: dict) -> None:
 
 
 def test_two_iterations_with_a_remote_env_runner(ray_session):
-    algo = small_config(gipo_sigma=0.5).build_algo()
+    algo = small_config(sigma=0.5).build_algo()
     try:
         assert isinstance(algo, GIPO)
         for _ in range(2):
@@ -82,7 +82,7 @@ def test_two_learners(ray_session):
 
 
 def test_checkpoint_restores_gipo_settings_and_trains(ray_session, tmp_path):
-    algo = small_config(gipo_sigma=0.7, gipo_sigma_neg_ratio=0.5).build_algo()
+    algo = small_config(sigma=0.7, sigma_neg_ratio=0.5).build_algo()
     try:
         algo.train()
         path = algo.save_to_path(tmp_path / "checkpoint")
@@ -91,7 +91,7 @@ def test_checkpoint_restores_gipo_settings_and_trains(ray_session, tmp_path):
     restored = Algorithm.from_checkpoint(path)
     try:
         assert isinstance(restored, GIPO)
-        assert (restored.config.gipo_sigma, restored.config.gipo_sigma_neg_ratio) == (0.7, 0.5)
+        assert (restored.config.sigma, restored.config.sigma_neg_ratio) == (0.7, 0.5)
         result = restored.train()
         check_result(result)
         assert result["training_iteration"] == 2

@@ -1,0 +1,231 @@
+"""The Meta-World stale-data row on RLlib's APPO: AGIPO with `objective="gipo"` vs `objective="ppo_clip"`.
+
+Stale data the way RLlib users meet it: asynchronous env runners act with older weights, and APPO's
+circular buffer keeps `buffer_batches` train batches and reuses each up to `buffer_iterations` times,
+so the learner trains on batches many updates old (the policy lag is logged per iteration). Both
+variants are the same `AGIPOConfig`; only `objective` differs (`ppo_clip` is APPO's own clipped
+surrogate, so that row is stock APPO). Settings, per run: 2 remote env runners, train batch 500 of
+50-step fragments, a 16 × 20 circular buffer, the target network updated every
+`0.125 × 16 × 20 × 500` trained steps, Meta-World rewards × 0.001 (as the TorchRL recipe), lr 3e-4,
+no entropy bonus, no KL penalty (APPO's default), 500-step episodes, greedy evaluations every 12 500
+env steps on seeded goals.
+
+Resumable: each finished run leaves `<workdir>/<run>.json` and is never rerun; each run is its own
+process with its own Ray instance (own temp dir), `--workers` at a time. A summary has the TorchRL
+sweep's shape (`steps`, `final_eval_success`, `history` rows with `steps` and, at evaluations,
+`eval_success`; `config.steps_per_iteration` is 0 because evaluation rows carry the env steps at which
+they ran), so `benchmarks.metaworld_stale.aggregate` can read it, plus per iteration: train success and
+return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy lag's mean (RLlib's
+`diff_num_grad_updates_vs_sampler_policy`), p50, p95 and max, and the learner updates done::
+
+    python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minutes: the pipeline works
+    python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = ("gipo", "ppo_clip")
+
+
+@dataclass(frozen=True)
+class Preset:
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    total_steps: int
+    env_runners: int = 2
+    train_batch: int = 500
+    buffer_batches: int = 16
+    buffer_iterations: int = 20
+    target_update_freq: float = 0.125
+    max_episode_steps: int = 500
+    reward_scale: float = 0.001
+    lr: float = 3e-4
+    eval_every_steps: int = 12_500
+    eval_episodes: int = 5
+    min_iteration_s: float = 10.0  # APPO's reporting period
+
+
+SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iterations": 4, "max_episode_steps": 100,
+         "eval_every_steps": 1_000, "eval_episodes": 1, "min_iteration_s": 2.0}  # fmt: skip
+PRESETS = {
+    "smoke": Preset(("reach-v3",), (0,), total_steps=2_000, **SMOKE),
+    "small": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000),
+}
+
+
+def run_name(task: str, variant: str, seed: int) -> str:
+    return f"appo_{task}_{variant}_seed{seed}"
+
+
+def runs_of(preset: Preset) -> list[tuple[str, str, int]]:
+    """(task, variant, seed) of every run, seed-major (a sweep cut short has whole seeds)."""
+    return [(task, variant, seed) for seed in preset.seeds for task in preset.tasks for variant in VARIANTS]
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+LEARNER_KEYS = ("dead_fraction", "log_ratio_abs_p95", "log_ratio_abs_mean", "ess", "trust_weight_mean",
+                "policy_lag_p50", "policy_lag_p95", "policy_lag_max", "num_module_steps_trained")  # fmt: skip
+LAG_MEAN = "diff_num_grad_updates_vs_sampler_policy"
+
+
+def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -> dict:
+    """One training run in this process; writes `<workdir>/<run>.json` and returns the summary."""
+    import ray
+    import torch
+
+    from gipo_plugins.rllib import AGIPOConfig, MetaWorldSuccess, register_metaworld_envs
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=preset.env_runners + 3,  # runners, evaluation runner, remote learner, driver
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=tempfile.mkdtemp(prefix="rappo", dir="/tmp"),
+    )
+    register_metaworld_envs([task])
+    env_config = {"max_episode_steps": preset.max_episode_steps, "seed": seed, "reward_scale": preset.reward_scale}
+    config = (
+        AGIPOConfig()
+        .environment(f"metaworld/{task}", env_config=env_config)
+        .env_runners(num_env_runners=preset.env_runners, rollout_fragment_length=50)
+        .training(
+            objective=variant,
+            lr=preset.lr,
+            gamma=0.99,
+            entropy_coeff=0.0,
+            train_batch_size_per_learner=preset.train_batch,
+            circular_buffer_num_batches=preset.buffer_batches,
+            circular_buffer_iterations_per_batch=preset.buffer_iterations,
+            target_network_update_freq=preset.target_update_freq,
+        )
+        .callbacks(MetaWorldSuccess)
+        .evaluation(
+            evaluation_interval=None,
+            evaluation_num_env_runners=1,
+            evaluation_duration=preset.eval_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_config=AGIPOConfig.overrides(explore=False, env_config=env_config | {"seed": seed + 10_000}),
+        )
+        .reporting(min_time_s_per_iteration=preset.min_iteration_s)
+        .debugging(seed=seed)
+    )
+    algo = config.build_algo()
+    start, steps, iteration = time.time(), 0, 0
+
+    def evaluate() -> float:
+        return float(algo.evaluate()["env_runners"]["episode_success"])
+
+    history = [{"steps": 0, "iteration": 0, "eval_success": evaluate()}]
+    next_eval = preset.eval_every_steps
+    while steps < preset.total_steps:
+        iteration += 1
+        result = algo.train()
+        steps = int(result.get("num_env_steps_sampled_lifetime", 0))
+        learner = result.get("learners", {}).get("default_policy", {})
+        runners = result["env_runners"]
+        row = {
+            "steps": steps,
+            "iteration": iteration,
+            "seconds": round(time.time() - start, 1),
+            "train_success": _finite(runners.get("episode_success", math.nan)),
+            "train_return": _finite(runners.get("episode_return_mean", math.nan)),
+            "policy_lag_mean": _finite(learner.get(LAG_MEAN, math.nan)),
+            **{key: _finite(learner.get(key, math.nan)) for key in LEARNER_KEYS},
+        }
+        if steps >= next_eval or steps >= preset.total_steps:
+            row["eval_success"] = evaluate()
+            next_eval += preset.eval_every_steps
+        history.append(row)
+    algo.stop()
+    ray.shutdown()
+    summary = {
+        "framework": "rllib_appo",
+        "task": task,
+        "variant": variant,
+        "seed": seed,
+        "config": asdict(preset) | {"steps_per_iteration": 0},
+        "steps": steps,
+        "wall_seconds": round(time.time() - start, 1),
+        "final_eval_success": history[-1]["eval_success"],
+        "history": history,
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{run_name(task, variant, seed)}.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def sweep(preset_name: str, workdir: Path, workers: int, total_steps: int | None = None) -> list[Path]:
+    """Run the missing runs of the preset, `workers` processes at a time; returns the summaries' paths."""
+    preset = PRESETS[preset_name]
+    runs = runs_of(preset)
+    todo = [r for r in runs if not (workdir / f"{run_name(*r)}.json").exists()]
+    finished = len(runs) - len(todo)
+    print(f"rllib_appo {preset_name}: {len(runs)} runs, {finished} finished, {len(todo)} to go", flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    running: dict[subprocess.Popen, tuple[str, float]] = {}
+    failed, done = [], 0
+    while todo or running:
+        while todo and len(running) < workers:
+            task, variant, seed = todo.pop(0)
+            name = run_name(task, variant, seed)
+            cmd = [sys.executable, "-m", "benchmarks.metaworld_stale.rllib_appo", "--preset", preset_name,
+                   "--workdir", str(workdir), "--run", task, variant, str(seed),
+                   *(["--total-steps", str(total_steps)] if total_steps else [])]  # fmt: skip
+            with open(workdir / f"{name}.log", "w") as log:
+                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)] = (name, time.time())
+        time.sleep(5)
+        for process in [p for p in running if p.poll() is not None]:
+            name, began = running.pop(process)
+            done += 1
+            if process.returncode:
+                failed.append(name)
+                print(f"[{done}] {name}: failed (log: {workdir / name}.log)", flush=True)
+            else:
+                summary = json.loads((workdir / f"{name}.json").read_text())
+                print(f"[{done}] {name}: final greedy success {summary['final_eval_success']:.2f} "
+                      f"({time.time() - began:.0f} s)", flush=True)  # fmt: skip
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed: {failed}")
+    return [workdir / f"{run_name(*r)}.json" for r in runs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="small", choices=list(PRESETS))
+    p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/rllib_appo_<preset>")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time (each uses ~3 cores while sampling)")
+    p.add_argument("--total-steps", type=int, default=None, help="override the preset's env-step budget")
+    p.add_argument("--run", nargs=3, metavar=("TASK", "VARIANT", "SEED"), help="run one in this process")
+    args = p.parse_args(argv)
+    workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / f"rllib_appo_{args.preset}"
+    preset = PRESETS[args.preset]
+    if args.total_steps:
+        preset = replace(preset, total_steps=args.total_steps)
+    if args.run:
+        task, variant, seed = args.run
+        summary = run_one(task, variant, int(seed), preset, workdir)
+        print(f"{run_name(task, variant, int(seed))}: final greedy success {summary['final_eval_success']:.2f}; "
+              f"{summary['steps']} steps, {summary['wall_seconds']} s")  # fmt: skip
+        return
+    sweep(args.preset, workdir, args.workers, args.total_steps)
+
+
+if __name__ == "__main__":
+    main()
