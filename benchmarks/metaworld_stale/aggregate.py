@@ -144,18 +144,19 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
                         "seed": run.seed, "final_success": round(final_success(summary), 4),
                         "auc": round(auc(summary), 4), "last_eval": float(success[-1]),
                         "wall_seconds": summary["wall_seconds"]})  # fmt: skip
+    DOCS.mkdir(parents=True, exist_ok=True)
     with open(DOCS / "metaworld_stale_runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(per_run[0]))
         writer.writeheader()
         writer.writerows(per_run)
 
-    for block in preset.blocks:
-        for variant in block.variants:
-            group = groups.get((block.regime, variant))
+    for regime, (regime_tasks, variants) in preset.regimes().items():
+        for variant in variants:
+            group = groups.get((regime, variant))
             if not group:
                 continue
-            for task in ["all", *block.tasks]:
-                tasks = list(block.tasks) if task == "all" else [task]
+            for task in ["all", *regime_tasks]:
+                tasks = list(regime_tasks) if task == "all" else [task]
                 final = _score_matrix(group["runs"], tasks, seeds, final_success)
                 area = _score_matrix(group["runs"], tasks, seeds, auc)
                 if final.size == 0:
@@ -170,7 +171,7 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
                     return float(np.mean(values)) if values else float("nan")
 
                 rows.append({
-                    "regime": block.regime, "variant": variant, "task": task, "runs": final.size,
+                    "regime": regime, "variant": variant, "task": task, "runs": final.size,
                     "final_iqm": f_iqm, "final_low": f_low, "final_high": f_high,
                     "auc_iqm": a_iqm, "auc_low": a_low, "auc_high": a_high,
                     "dead_fresh": late_mean("dead_fraction_fresh"), "dead_old": late_mean("dead_fraction_old"),
@@ -220,15 +221,15 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
     seeds = list(preset.seeds)
     lines = ["## What this run shows (computed from the numbers above)", ""]
     by = {(r["regime"], r["variant"], r["task"]): r for r in rows}
-    for block in preset.blocks:
-        if not {"gipo", "ppo_clip"} <= set(block.variants):
+    for regime, (regime_tasks, variants) in preset.regimes().items():
+        if not {"gipo", "ppo_clip"} <= set(variants):
             continue
-        gipo, ppo = groups.get((block.regime, "gipo")), groups.get((block.regime, "ppo_clip"))
-        if not gipo or not ppo or not {(block.regime, v, "all") for v in ("gipo", "ppo_clip")} <= set(by):
+        gipo, ppo = groups.get((regime, "gipo")), groups.get((regime, "ppo_clip"))
+        if not gipo or not ppo or not {(regime, v, "all") for v in ("gipo", "ppo_clip")} <= set(by):
             continue
         pairs = sorted(set(gipo["runs"]) & set(ppo["runs"]))
-        g, p = by[(block.regime, "gipo", "all")], by[(block.regime, "ppo_clip", "all")]
-        lines.append(f"### {block.regime.capitalize()} regime ({len(pairs)} paired task × seed runs)")
+        g, p = by[(regime, "gipo", "all")], by[(regime, "ppo_clip", "all")]
+        lines.append(f"### {regime.capitalize()} regime ({len(pairs)} paired task × seed runs)")
         lines.append("")
         lines.append(f"- Final success IQM: GIPO {g['final_iqm']:.2f} [{g['final_low']:.2f}, {g['final_high']:.2f}] "
                      f"vs PPO-clip {p['final_iqm']:.2f} [{p['final_low']:.2f}, {p['final_high']:.2f}]; "
@@ -242,7 +243,7 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
                     f"{verdict}.")  # fmt: skip
             if verdict == "no significant difference" and abs(mean) > 0:
                 needed = int(np.ceil((1.96 * diff.std(ddof=1) / abs(mean)) ** 2)) if diff.std(ddof=1) > 0 else len(diff)
-                tasks = len(block.tasks)
+                tasks = len(regime_tasks)
                 line += (f" At this spread, a 95 % interval excluding 0 would take about {needed} paired runs "
                          f"(~{int(np.ceil(needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
             lines.append(line)
@@ -260,24 +261,24 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
                 reach = f"PPO-clip at {n_p:,.0f} steps: {n_p / max(n_g, 1):.1f}× GIPO's"
             lines.append(f"- Sample efficiency: GIPO's mean greedy success curve reaches 80 % of its final level "
                          f"({level:.2f}) at {n_g:,.0f} env steps; {reach}.")  # fmt: skip
-        if block.regime == "stale":
+        if regime == "stale":
             lines.append(f"- Dead fraction of PPO-clip (second half of training): {p['dead_fresh']:.2f} on fresh "
                          f"samples, {p['dead_old']:.2f} on samples ≥ 10 iterations old; GIPO suppresses "
                          f"(w < 1e-3) {g['suppressed_old']:.2f} of the old ones and keeps an ESS of {g['ess']:.2f} "
                          f"(PPO-clip {p['ess']:.2f}).")  # fmt: skip
             lines.append(f"- The paper reports IQM {PAPER['gipo']:.3f} (GIPO) vs {PAPER['ppo_clip']:.3f} "
                          "(PPO-clip) on 8 tasks × 10 seeds × 500k steps in this regime; this preset runs "
-                         f"{len(block.tasks)} tasks × {len(seeds)} seeds × {preset.total_steps:,} steps.")  # fmt: skip
+                         f"{len(regime_tasks)} tasks × {len(seeds)} seeds × {preset.total_steps:,} steps.")  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 
 
 def _plot_curves(preset, groups: dict) -> None:
-    regimes = [b.regime for b in preset.blocks]
+    regimes = preset.regimes()
     fig, axes = plt.subplots(2, len(regimes), figsize=(5.5 * len(regimes), 7), squeeze=False)
-    for j, block in enumerate(preset.blocks):
-        for variant in block.variants:
-            group = groups.get((block.regime, variant))
+    for j, (regime, (_, variants)) in enumerate(regimes.items()):
+        for variant in variants:
+            group = groups.get((regime, variant))
             if not group:
                 continue
             summaries = list(group["runs"].values())
@@ -287,8 +288,8 @@ def _plot_curves(preset, groups: dict) -> None:
             steps, mean, se = _mean_curve(summaries, "train_return")
             axes[1, j].plot(steps, mean, color=COLORS[variant], label=variant)
             axes[1, j].fill_between(steps, mean - se, mean + se, color=COLORS[variant], alpha=0.15)
-        axes[0, j].set(title=f"{block.regime}: greedy success", ylim=(-0.02, 1.02), ylabel="success (mean ± s.e.)")
-        axes[1, j].set(title=f"{block.regime}: training return", xlabel="env steps", ylabel="episode return")
+        axes[0, j].set(title=f"{regime}: greedy success", ylim=(-0.02, 1.02), ylabel="success (mean ± s.e.)")
+        axes[1, j].set(title=f"{regime}: training return", xlabel="env steps", ylabel="episode return")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
         axes[0, j].legend(fontsize=8)
@@ -298,17 +299,18 @@ def _plot_curves(preset, groups: dict) -> None:
 
 
 def _plot_tasks(preset, groups: dict) -> None:
-    block = preset.blocks[0]
-    fig, axes = plt.subplots(1, len(block.tasks), figsize=(4 * len(block.tasks), 3.3), squeeze=False)
-    for ax, task in zip(axes[0], block.tasks, strict=True):
-        for variant in block.variants:
-            group = groups.get((block.regime, variant))
+    regime = preset.blocks[0].regime
+    tasks, variants = preset.regimes()[regime]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for variant in variants:
+            group = groups.get((regime, variant))
             summaries = [s for (t, _), s in (group or {"runs": {}})["runs"].items() if t == task]
             if summaries:
                 steps, mean, se = _mean_eval_curve(summaries)
                 ax.plot(steps, mean, color=COLORS[variant], label=variant)
                 ax.fill_between(steps, mean - se, mean + se, color=COLORS[variant], alpha=0.15)
-        ax.set(title=f"{task} ({block.regime})", xlabel="env steps", ylim=(-0.02, 1.02))
+        ax.set(title=f"{task} ({regime})", xlabel="env steps", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("greedy success")
     axes[0, -1].legend(fontsize=8)
@@ -318,7 +320,8 @@ def _plot_tasks(preset, groups: dict) -> None:
 
 
 def _plot_diagnostics(preset, groups: dict) -> None:
-    block = preset.blocks[0]  # the stale block
+    regime = preset.blocks[0].regime  # the stale regime
+    _, variants = preset.regimes()[regime]
     panels = (
         ("dead fraction (PPO-clip's hard zeros)", ("dead_fraction_fresh", "dead_fraction_old")),
         ("suppressed fraction (w < 1e-3)", ("suppressed_fraction_fresh", "suppressed_fraction_old")),
@@ -327,8 +330,8 @@ def _plot_diagnostics(preset, groups: dict) -> None:
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, keys) in zip(axes, panels, strict=True):
-        for variant in block.variants:
-            group = groups.get((block.regime, variant))
+        for variant in variants:
+            group = groups.get((regime, variant))
             if not group:
                 continue
             for key in keys:
@@ -336,7 +339,7 @@ def _plot_diagnostics(preset, groups: dict) -> None:
                 style = "--" if key.endswith("_fresh") else "-"
                 suffix = " fresh" if key.endswith("_fresh") else " old" if key.endswith("_old") else ""
                 ax.plot(steps, mean, style, color=COLORS[variant], label=variant + suffix)
-        ax.set(title=f"{title} ({block.regime})", xlabel="env steps")
+        ax.set(title=f"{title} ({regime})", xlabel="env steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -71,6 +71,15 @@ class Preset:
     def tasks(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t for b in self.blocks for t in b.tasks))
 
+    def regimes(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Per regime, the tasks and variants of all its blocks, merged in order."""
+        merged: dict[str, tuple[dict, dict]] = {}
+        for block in self.blocks:
+            tasks, variants = merged.setdefault(block.regime, ({}, {}))
+            tasks.update(dict.fromkeys(block.tasks))
+            variants.update(dict.fromkeys(block.variants))
+        return {regime: (tuple(tasks), tuple(variants)) for regime, (tasks, variants) in merged.items()}
+
 
 # small: reach-v3 plus three tasks on which this protocol learns within 150k steps (see the report).
 SMALL_TASKS = ("reach-v3", "handle-press-v3", "button-press-topdown-v3", "plate-slide-v3")
@@ -80,7 +89,7 @@ PAPER_TASKS = (
 )  # fmt: skip
 
 SMOKE_ARGS = (
-    "--steps-per-iteration", "200", "--max-episode-steps", "100", "--minibatch", "64", "--minibatches", "2",
+    "--steps-per-iteration", "200", "--max-episode-steps", "50", "--minibatch", "64", "--minibatches", "2",
     "--reuse", "2", "--actor-every", "2", "--hidden", "64", "--warmup-iterations", "1",
 )  # fmt: skip
 
@@ -94,8 +103,9 @@ PRESETS = {
         recipe_args=SMOKE_ARGS,
     ),
     "small": Preset(
-        (
-            Block("stale", SMALL_TASKS, ("gipo", "ppo_clip", "sapo")),
+        (  # in priority order: the runs of a block finish (seed by seed) before the next block starts
+            Block("stale", SMALL_TASKS, ("gipo", "ppo_clip")),
+            Block("stale", SMALL_TASKS, ("sapo",)),
             Block("fresh", SMALL_TASKS[:2], ("gipo", "ppo_clip")),
         ),
         seeds=(0, 1, 2),
@@ -135,11 +145,14 @@ class Run:
 
 
 def runs_of(preset: Preset) -> list[Run]:
-    """Every run of the preset, seed-major (a sweep cut short has whole seeds), stale before fresh."""
+    """Every run of the preset, block by block in the preset's priority order, seed-major within a block.
+
+    A sweep cut short thus has the first blocks' comparisons (GIPO against PPO-clip, stale) on whole seeds.
+    """
     return [
         Run(block.regime, task, variant, seed)
-        for seed in preset.seeds
         for block in preset.blocks
+        for seed in preset.seeds
         for task in block.tasks
         for variant in block.variants
     ]

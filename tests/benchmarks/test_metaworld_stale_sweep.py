@@ -1,4 +1,4 @@
-"""The Meta-World stale-data sweep: real runs through the TorchRL example, resumability, aggregation."""
+"""The Meta-World stale-data sweep: real runs of the TorchRL recipe, resumability, aggregation."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import benchmarks.report
 from benchmarks.metaworld_stale import aggregate, sweep
 
 
-def test_smoke_sweep_runs_every_combination_and_resumes_without_rerunning(tmp_path, capsys):
+def test_smoke_sweep_runs_every_combination_resumes_and_reports(tmp_path, capsys, monkeypatch):
     runs = sweep.sweep("smoke", tmp_path, workers=2, address=None)
-    assert len(runs) == 4 and {(r.regime, r.objective) for r in runs} == {
-        ("fresh", "gipo"), ("fresh", "ppo_clip"), ("stale", "gipo"), ("stale", "ppo_clip"),
-    }  # fmt: skip
+    assert {(r.regime, r.variant) for r in runs} == {("stale", "gipo"), ("stale", "ppo_clip"), ("fresh", "gipo")}
     results = {r.name: tmp_path / f"{r.name}.json" for r in runs}
-    for path in results.values():
-        summary = json.loads(path.read_text())
-        assert 0.0 <= aggregate.run_score(summary, sweep.PRESETS["smoke"].total_frames) <= 1.0
-        assert summary["history"][-1]["frames"] == 2000
-    stale_args = sweep.REGIME_ARGS[("torchrl", "stale")]
-    assert stale_args[stale_args.index("--buffer-iterations") + 1] != "1"
+    for run in runs:
+        summary = json.loads(results[run.name].read_text())
+        assert summary["steps"] == 600 and summary["config"]["objective"] == sweep.VARIANTS[run.variant][1]
+        assert summary["config"]["buffer_size"] == int(sweep.REGIMES[run.regime][1])
+        assert 0.0 <= aggregate.final_success(summary) <= 1.0 and 0.0 <= aggregate.auc(summary) <= 1.0
 
     # a "killed" sweep: one result is missing; the others must be kept, not recomputed
     killed = runs[1]
@@ -30,9 +28,29 @@ def test_smoke_sweep_runs_every_combination_and_resumes_without_rerunning(tmp_pa
     kept = {n: p.stat().st_mtime_ns for n, p in results.items() if n != killed.name}
     capsys.readouterr()
     sweep.sweep("smoke", tmp_path, workers=1, address=None)
-    assert "3 already finished, 1 to go" in capsys.readouterr().out
+    assert "2 already finished, 1 to go" in capsys.readouterr().out
     assert results[killed.name].exists()
     assert {n: results[n].stat().st_mtime_ns for n in kept} == kept
+
+    # the report, written to a scratch docs folder
+    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(aggregate, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(aggregate, "IMG", tmp_path)
+    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runs, tmp_path).read_text()
+    assert "| stale | gipo | all |" in page and "Paired final success difference" in page
+    assert (tmp_path / "metaworld_stale_curves.png").exists() and (
+        tmp_path / "docs" / "metaworld_stale_runs.csv"
+    ).exists()
+
+
+def test_runs_come_block_by_block_and_seed_by_seed():
+    preset = sweep.PRESETS["small"]
+    runs = sweep.runs_of(preset)
+    assert len(runs) == 4 * 3 * 3 + 2 * 3 * 2
+    first = runs[: 4 * 3 * 2]  # the stale GIPO / PPO-clip block comes first, whole seeds at a time
+    assert {(r.regime, r.variant) for r in first} == {("stale", "gipo"), ("stale", "ppo_clip")}
+    assert [r.seed for r in first] == sorted(r.seed for r in first)
+    assert preset.regimes()["stale"] == (sweep.SMALL_TASKS, ("gipo", "ppo_clip", "sapo"))
 
 
 def test_iqm_is_the_quarter_trimmed_mean_and_the_bootstrap_is_stratified_by_task():
@@ -45,9 +63,17 @@ def test_iqm_is_the_quarter_trimmed_mean_and_the_bootstrap_is_stratified_by_task
     assert low < point < high
 
 
-def test_run_score_averages_the_second_half_evaluations():
-    summary = {"eval_success_rate": 1.0, "history": [
-        {"frames": 0, "eval_success_rate": 0.0}, {"frames": 500, "eval_success_rate": 0.2},
-        {"frames": 1000}, {"frames": 1500, "eval_success_rate": 0.5}, {"frames": 2000, "eval_success_rate": 0.9},
-    ]}  # fmt: skip
-    assert aggregate.run_score(summary, 2000) == pytest.approx((0.5 + 0.9 + 1.0) / 3)
+def _summary(evals, steps=2000, per_iteration=500):
+    history = [{"steps": s + per_iteration, "eval_success": v} for s, v in evals]
+    return {"steps": steps, "config": {"steps_per_iteration": per_iteration}, "history": history}
+
+
+def test_final_success_and_auc():
+    summary = _summary([(0, 0.0), (500, 0.2), (1000, 0.5), (1500, 1.0)])  # the last eval is at the end (2000)
+    assert aggregate.final_success(summary) == pytest.approx(1.0)  # evaluations in the last 20 %: only the final
+    steps, success = aggregate.evaluations(summary)
+    assert list(steps) == [0, 500, 1000, 2000]
+    area = (0.0 + 0.2) / 2 * 500 + (0.2 + 0.5) / 2 * 500 + (0.5 + 1.0) / 2 * 1000
+    assert aggregate.auc(summary) == pytest.approx(area / 2000)
+    assert aggregate.steps_to_reach(steps, success, 0.35) == pytest.approx(750)
+    assert np.isnan(aggregate.steps_to_reach(steps, success, 1.1))
