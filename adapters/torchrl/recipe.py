@@ -245,8 +245,9 @@ def normalise_advantage(minibatch: TensorDictBase) -> None:
 def age_split_metrics(loss: GIPOLoss, minibatch: TensorDictBase, iteration: int) -> dict[str, float]:
     """The core's utilization diagnostics on the fresh (this iteration) and the old (≥ 10 iterations) samples.
 
-    One extra policy forward (no backward) on the minibatch of the iteration's first actor step, with
-    the parameters that step sees.
+    One extra policy forward (no backward) on the minibatch of the iteration's last actor step, with
+    the parameters that step sees (the policy has taken the iteration's other actor steps since the
+    fresh samples were collected).
     """
     dist = loss.actor_network.get_dist(minibatch.clone(False))
     log_prob = dist.log_prob(minibatch["action"])  # [B, action_dim]
@@ -307,7 +308,7 @@ def update(
         minibatch = replay.sample().to(config.device)
         normalise_advantage(minibatch)
         for actor_step in actor_steps(config):
-            if actor_step and r == 0:
+            if actor_step and r == config.minibatches - 1:  # after the iteration's other actor steps
                 probe = age_split_metrics(loss, minibatch, iteration)
             out = reuse_step(config, loss, optimizer, minibatch, actor_step)
             if actor_step:

@@ -17,7 +17,6 @@ Unfinished runs are left out and counted in the report.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,19 +63,23 @@ def iqm(*per_task: np.ndarray, axis: int = -1) -> np.ndarray:
     return stats.trim_mean(np.concatenate(per_task, axis=axis), 0.25, axis=axis)
 
 
-def iqm_with_ci(scores: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """IQM of a ``[seeds, tasks]`` score matrix and its 95 % stratified-bootstrap percentile interval."""
-    per_task = tuple(scores.T)
+def iqm_with_ci(per_task: list[np.ndarray], seed: int = 0) -> tuple[float, float, float]:
+    """IQM of per-task score arrays (one score per seed) and its 95 % stratified-bootstrap percentile interval."""
+    per_task = tuple(np.asarray(t, dtype=float) for t in per_task)
     point = float(iqm(*per_task))
-    if scores.shape[0] < 2 or np.ptp(scores) == 0:  # nothing to resample
+    if min(len(t) for t in per_task) < 2:  # a task with one seed: no interval
+        return point, float("nan"), float("nan")
+    if np.ptp(np.concatenate(per_task)) == 0:  # nothing to resample
         return point, point, point
     ci = stats.bootstrap(per_task, iqm, n_resamples=REPS, method="percentile", rng=np.random.default_rng(seed))
     return point, float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
 def mean_with_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap interval (paired differences)."""
-    if len(values) < 2 or np.ptp(values) == 0:
+    """Mean and 95 % percentile-bootstrap interval (paired differences; no interval from one pair)."""
+    if len(values) < 2:
+        return float(np.mean(values)), float("nan"), float("nan")
+    if np.ptp(values) == 0:
         return float(np.mean(values)), float(np.mean(values)), float(np.mean(values))
     ci = stats.bootstrap((values,), np.mean, n_resamples=REPS, method="percentile", rng=np.random.default_rng(seed))
     return float(np.mean(values)), float(ci.confidence_interval.low), float(ci.confidence_interval.high)
@@ -94,10 +97,11 @@ def steps_to_reach(steps: np.ndarray, curve: np.ndarray, level: float) -> float:
     return float(s0 + (level - c0) / (c1 - c0) * (s1 - s0))
 
 
-def load(runs: list, workdir: Path) -> dict:
-    """The finished runs' summaries (unfinished ones are skipped)."""
-    paths = {run: workdir / f"{run.name}.json" for run in runs}
-    return {run: json.loads(path.read_text()) for run, path in paths.items() if path.exists()}
+def load(runs: list, results: Path) -> dict:
+    """The finished runs' kept summaries (unfinished ones are skipped)."""
+    from benchmarks.metaworld_stale.sweep import load_summary
+
+    return {run: load_summary(results, run) for run in runs if (results / f"{run.name}.json.gz").exists()}
 
 
 def _groups(summaries: dict) -> dict[tuple[str, str], dict]:
@@ -107,10 +111,10 @@ def _groups(summaries: dict) -> dict[tuple[str, str], dict]:
     return groups
 
 
-def _score_matrix(runs: dict, tasks: list[str], seeds: list[int], score) -> np.ndarray:
-    """``[seeds, tasks]`` scores; only complete task columns (every seed finished) are kept."""
-    columns = [t for t in tasks if all((t, s) in runs for s in seeds)]
-    return np.array([[score(runs[(t, s)]) for t in columns] for s in seeds]).reshape(len(seeds), len(columns))
+def _scores(runs: dict, tasks: list[str], seeds: list[int], score) -> list[np.ndarray]:
+    """Per task, the scores of its finished seeds (tasks without any are left out)."""
+    per_task = [np.array([score(runs[(t, s)]) for s in seeds if (t, s) in runs]) for t in tasks]
+    return [t for t in per_task if len(t)]
 
 
 def _mean_curve(summaries: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,11 +134,11 @@ def _mean_eval_curve(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.
     return steps, values.mean(0), values.std(0) / np.sqrt(len(values))
 
 
-def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
+def write(preset_name: str, preset, runs: list, results: Path) -> Path:
     """Write ``docs/benchmarks/metaworld_stale{,_runs}.csv``, the markdown page and the PNGs."""
-    summaries = load(runs, workdir)
+    summaries = load(runs, results)
     if not summaries:
-        raise SystemExit(f"no finished run in {workdir}; run the sweep first")
+        raise SystemExit(f"no finished run in {results}; run the sweep first")
     seeds = list(preset.seeds)
     groups = _groups(summaries)
     per_run, rows = [], []
@@ -157,9 +161,9 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
                 continue
             for task in ["all", *regime_tasks]:
                 tasks = list(regime_tasks) if task == "all" else [task]
-                final = _score_matrix(group["runs"], tasks, seeds, final_success)
-                area = _score_matrix(group["runs"], tasks, seeds, auc)
-                if final.size == 0:
+                final = _scores(group["runs"], tasks, seeds, final_success)
+                area = _scores(group["runs"], tasks, seeds, auc)
+                if not final:
                     continue
                 f_iqm, f_low, f_high = iqm_with_ci(final)
                 a_iqm, a_low, a_high = iqm_with_ci(area)
@@ -171,7 +175,7 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
                     return float(np.mean(values)) if values else float("nan")
 
                 rows.append({
-                    "regime": regime, "variant": variant, "task": task, "runs": final.size,
+                    "regime": regime, "variant": variant, "task": task, "runs": sum(len(t) for t in final),
                     "final_iqm": f_iqm, "final_low": f_low, "final_high": f_high,
                     "auc_iqm": a_iqm, "auc_low": a_low, "auc_high": a_high,
                     "dead_fresh": late_mean("dead_fraction_fresh"), "dead_old": late_mean("dead_fraction_old"),
@@ -193,8 +197,9 @@ def write(preset_name: str, preset, runs: list, workdir: Path) -> Path:
         "(**stale**, data up to 40 iterations old) and a one-iteration replay (**fresh**). Final = mean greedy "
         "success over the last 20 % of the budget; AUC = area under the greedy success curve / budget. IQM "
         f"over tasks × seeds with stratified-bootstrap 95 % CIs ({REPS} resamples). Diagnostics are means over "
-        "the second half of training; *fresh* samples were collected in the current iteration, *old* ones ≥ 10 "
-        "iterations ago. Per-run scores: [metaworld_stale_runs.csv](metaworld_stale_runs.csv).\n\n"
+        "the second half of training, measured at each iteration's last actor step; *fresh* samples were collected "
+        "in the current iteration, *old* ones ≥ 10 iterations ago. Per-run scores: "
+        "[metaworld_stale_runs.csv](metaworld_stale_runs.csv).\n\n"
         "![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
         "![diagnostics](../img/metaworld_stale_diagnostics.png)"
     )

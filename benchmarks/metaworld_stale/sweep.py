@@ -12,10 +12,12 @@ Both: 500 env steps per iteration, 10 minibatches of 512 × 10 reuse steps, the 
 the first reuse of each minibatch (10 actor and 100 critic steps per iteration), exact KL 0.1.
 
 Runs are spread over the cores (or a cluster, ``--address``) with Ray tasks, one process and one
-torch thread per run. Resumable: each finished run leaves ``<workdir>/<run>.json`` and is never
-rerun; a killed sweep continues with the runs that are missing, seed by seed. ``--report-only``
-aggregates what has finished (:mod:`benchmarks.metaworld_stale.aggregate`) into
-``docs/benchmarks/metaworld_stale.*``::
+torch thread per run; logs, TensorBoard/CSV scalars and checkpoints go to the work folder
+(``runs/metaworld_stale/<preset>``, ignored by git). Each finished run's summary (config and
+per-iteration history) is also kept, gzipped, in ``benchmarks/metaworld_stale/results/<preset>/``
+(tracked: the report is rebuilt from it). Resumable: a run with a kept summary is never rerun; a
+killed sweep continues with the runs that are missing. ``--report-only`` aggregates what has
+finished (`benchmarks.metaworld_stale.aggregate`) into ``docs/benchmarks/metaworld_stale.*``::
 
     python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
     python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
@@ -25,6 +27,7 @@ aggregates what has finished (:mod:`benchmarks.metaworld_stale.aggregate`) into
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import subprocess
@@ -36,6 +39,7 @@ from pathlib import Path
 import ray
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "gipo": ("--objective", "gipo", "--sigma", "1.0", "--sigma-neg-ratio", "1.0"),  # the paper's "GIPO (1.0, 1.0)"
@@ -158,6 +162,27 @@ def runs_of(preset: Preset) -> list[Run]:
     ]
 
 
+def results_dir(preset_name: str) -> Path:
+    return RESULTS / preset_name
+
+
+def keep_finished(runs: list[Run], workdir: Path, results: Path) -> list[Run]:
+    """Copy finished summaries from the work folder into `results` (gzipped); return the runs still missing."""
+    results.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for run in runs:
+        kept, fresh = results / f"{run.name}.json.gz", workdir / f"{run.name}.json"
+        if not kept.exists() and fresh.exists():
+            kept.write_bytes(gzip.compress(fresh.read_bytes(), mtime=0))
+        if not kept.exists():
+            missing.append(run)
+    return missing
+
+
+def load_summary(results: Path, run: Run) -> dict:
+    return json.loads(gzip.decompress((results / f"{run.name}.json.gz").read_bytes()))
+
+
 @ray.remote(num_cpus=1)
 def execute(command: list[str], log_path: str) -> tuple[int, float]:
     """Run one recipe process; its output goes to ``log_path``."""
@@ -168,12 +193,13 @@ def execute(command: list[str], log_path: str) -> tuple[int, float]:
     return code, time.time() - start
 
 
-def sweep(preset_name: str, workdir: Path, workers: int, address: str | None) -> list[Run]:
+def sweep(preset_name: str, workdir: Path, workers: int, address: str | None, results: Path | None = None) -> list[Run]:
     """Launch the missing runs of ``preset_name`` and wait for them; returns the preset's runs."""
     preset = PRESETS[preset_name]
+    results = results or results_dir(preset_name)
     workdir.mkdir(parents=True, exist_ok=True)
     runs = runs_of(preset)
-    todo = [r for r in runs if not (workdir / f"{r.name}.json").exists()]
+    todo = keep_finished(runs, workdir, results)
     print(f"{preset_name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to go", flush=True)
     if not todo:
         return runs
@@ -190,7 +216,7 @@ def sweep(preset_name: str, workdir: Path, workers: int, address: str | None) ->
             failed.append(run.name)
         done = len(todo) - len(pending)
         eta = (time.time() - start) / done * len(pending)
-        result = {} if code else json.loads((workdir / f"{run.name}.json").read_text())
+        result = {} if code or keep_finished([run], workdir, results) else load_summary(results, run)
         score = f"final greedy success {result['final_eval_success']:.2f}" if result else "failed"
         print(f"[{done}/{len(todo)}] {run.name}: {score} ({seconds:.0f} s; ~{eta / 60:.0f} min left)", flush=True)
     if owns_ray:
@@ -206,18 +232,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="parallel runs on this machine (one core each)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. 'auto' (workdir must be shared)")
     p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/<preset>")
+    p.add_argument("--results", type=Path, default=None, help="default: benchmarks/metaworld_stale/results/<preset>")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, launch nothing")
     p.add_argument("--no-report", action="store_true", help="run, but do not write docs/benchmarks")
     args = p.parse_args(argv)
     workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / args.preset
+    results = args.results or results_dir(args.preset)
     if args.report_only:
         runs = runs_of(PRESETS[args.preset])
+        keep_finished(runs, workdir, results)
     else:
-        runs = sweep(args.preset, workdir, args.workers, args.address)
+        runs = sweep(args.preset, workdir, args.workers, args.address, results)
     if not args.no_report:
         from benchmarks.metaworld_stale.aggregate import write
 
-        write(args.preset, PRESETS[args.preset], runs, workdir)
+        write(args.preset, PRESETS[args.preset], runs, results)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ from benchmarks.metaworld_stale import aggregate, sweep
 
 
 def test_smoke_sweep_runs_every_combination_resumes_and_reports(tmp_path, capsys, monkeypatch):
-    runs = sweep.sweep("smoke", tmp_path, workers=2, address=None)
+    kept = tmp_path / "results"
+    runs = sweep.sweep("smoke", tmp_path, workers=2, address=None, results=kept)
     assert {(r.regime, r.variant) for r in runs} == {("stale", "gipo"), ("stale", "ppo_clip"), ("fresh", "gipo")}
-    results = {r.name: tmp_path / f"{r.name}.json" for r in runs}
+    results = {r.name: kept / f"{r.name}.json.gz" for r in runs}
     for run in runs:
-        summary = json.loads(results[run.name].read_text())
+        summary = sweep.load_summary(kept, run)
+        assert summary == json.loads((tmp_path / f"{run.name}.json").read_text())
         assert summary["steps"] == 600 and summary["config"]["objective"] == sweep.VARIANTS[run.variant][1]
         assert summary["config"]["buffer_size"] == int(sweep.REGIMES[run.regime][1])
         assert 0.0 <= aggregate.final_success(summary) <= 1.0 and 0.0 <= aggregate.auc(summary) <= 1.0
@@ -25,18 +27,19 @@ def test_smoke_sweep_runs_every_combination_resumes_and_reports(tmp_path, capsys
     # a "killed" sweep: one result is missing; the others must be kept, not recomputed
     killed = runs[1]
     results[killed.name].unlink()
-    kept = {n: p.stat().st_mtime_ns for n, p in results.items() if n != killed.name}
+    (tmp_path / f"{killed.name}.json").unlink()
+    untouched = {n: p.stat().st_mtime_ns for n, p in results.items() if n != killed.name}
     capsys.readouterr()
-    sweep.sweep("smoke", tmp_path, workers=1, address=None)
+    sweep.sweep("smoke", tmp_path, workers=1, address=None, results=kept)
     assert "2 already finished, 1 to go" in capsys.readouterr().out
     assert results[killed.name].exists()
-    assert {n: results[n].stat().st_mtime_ns for n in kept} == kept
+    assert {n: results[n].stat().st_mtime_ns for n in untouched} == untouched
 
     # the report, written to a scratch docs folder
     monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path / "docs")
     monkeypatch.setattr(aggregate, "DOCS", tmp_path / "docs")
     monkeypatch.setattr(aggregate, "IMG", tmp_path)
-    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runs, tmp_path).read_text()
+    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runs, kept).read_text()
     assert "| stale | gipo | all |" in page and "Paired final success difference" in page
     assert (tmp_path / "metaworld_stale_curves.png").exists() and (
         tmp_path / "docs" / "metaworld_stale_runs.csv"
@@ -54,12 +57,12 @@ def test_runs_come_block_by_block_and_seed_by_seed():
 
 
 def test_iqm_is_the_quarter_trimmed_mean_and_the_bootstrap_is_stratified_by_task():
-    scores = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # tasks differ, seeds within a task agree
-    assert aggregate.iqm_with_ci(scores) == (0.5, 0.5, 0.5)  # resampling seeds within tasks changes nothing
+    per_task = [np.zeros(3), np.ones(3)]  # tasks differ, seeds within a task agree
+    assert aggregate.iqm_with_ci(per_task) == (0.5, 0.5, 0.5)  # resampling seeds within tasks changes nothing
     rng = np.random.default_rng(0)
-    scores = rng.uniform(size=(5, 3))
-    point, low, high = aggregate.iqm_with_ci(scores)
-    assert point == pytest.approx(stats.trim_mean(scores.ravel(), 0.25))
+    per_task = [rng.uniform(size=5), rng.uniform(size=5), rng.uniform(size=3)]  # unfinished seeds: ragged
+    point, low, high = aggregate.iqm_with_ci(per_task)
+    assert point == pytest.approx(stats.trim_mean(np.concatenate(per_task), 0.25))
     assert low < point < high
 
 
