@@ -243,6 +243,9 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
         for name, score in (("final success", final_success), ("AUC", auc)):
             diff = np.array([score(gipo["runs"][k]) - score(ppo["runs"][k]) for k in pairs])
             mean, low, high = mean_with_ci(diff)
+            if len(diff) < 2:
+                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} (one pair: no interval yet).")
+                continue
             verdict = "GIPO ahead" if low > 0 else "PPO-clip ahead" if high < 0 else "no significant difference"
             line = (f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → "
                     f"{verdict}.")  # fmt: skip
