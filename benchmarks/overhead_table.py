@@ -4,14 +4,14 @@ Each ratio was measured against the stock algorithm in the same run by its own s
 (``torchrl_loss_overhead.py``, ``rllib_iteration_overhead.py``, ``trl_step_overhead.py``); this
 script only gathers them into ``docs/benchmarks/overhead.{csv,md}``::
 
-    python benchmarks/overhead_table.py
+    python -m benchmarks.overhead_table
 """
 
 from __future__ import annotations
 
 import csv
 
-from report import DOCS, write_report
+from benchmarks.report import DOCS, write_report
 
 SOURCES = {  # adapter: (csv stem, stock name, column naming the measurement, its unit)
     "TorchRL `GIPOLoss`": ("torchrl_loss_overhead", "ClipPPOLoss", "batch", "forward+backward, batch {}"),
@@ -32,7 +32,7 @@ def main() -> None:
         "GIPO's overhead per adapter",
         "GIPO time (or memory) divided by the stock algorithm's, each measured in one run on the same "
         "machine (2 CPU cores, no GPU) by the script on its source page; collected by "
-        "`python benchmarks/overhead_table.py`. Ratios near 1 mean the trust weight and the diagnostics "
+        "`python -m benchmarks.overhead_table`. Ratios near 1 mean the trust weight and the diagnostics "
         "cost little next to the model; the fixed ~0.5–1 ms per call shows most at small batches.",
         rows,
         {"adapter": "adapter", "stock": "against", "measure": "measure", "ratio": "GIPO / stock", "source": "source"},
