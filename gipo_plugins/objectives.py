@@ -327,13 +327,15 @@ class PolicyObjective:
         return self._run(log_ratio, advantages, mask, reduction, overrides, finite)
 
     def on_log_ratio(self, log_ratio: Tensor, advantages: Tensor, mask: Tensor | None = None,
-                     *, reduction: Reduction = "mean", **overrides: Any) -> ObjectiveResult:  # fmt: skip
+                     *, reduction: Reduction = "mean", log_ratio_name: str = "log_ratio",
+                     **overrides: Any) -> ObjectiveResult:  # fmt: skip
         """Evaluate on a differentiable log-ratio $\\ell$ an adapter already has (e.g. TorchRL's `log_weight`).
 
-        Arguments and errors as `__call__`, with `log_ratio` in place of the two log-probs.
+        Arguments and errors as `__call__`, with `log_ratio` in place of the two log-probs; errors about
+        it name `log_ratio_name` (say, where the adapter's log-probs came from).
         """
-        log_ratio = as_float_tensor("log_ratio", log_ratio)
-        return self._run(log_ratio, advantages, mask, reduction, overrides, {"log_ratio": log_ratio})
+        log_ratio = as_float_tensor(log_ratio_name, log_ratio)
+        return self._run(log_ratio, advantages, mask, reduction, overrides, {log_ratio_name: log_ratio})
 
     def _run(self, log_ratio, advantages, mask, reduction, overrides, finite) -> ObjectiveResult:
         check_choice("reduction", reduction, REDUCTIONS)

@@ -247,8 +247,9 @@ class GIPOLoss(ClipPPOLoss):
         mask = self._input_mask(tensordict, log_behav_weight)
 
         result = self.policy_objective.on_log_ratio(
-            log_behav_weight, advantage, mask, reduction="none", **self.scheduled_settings()
-        )
+            log_behav_weight, advantage, mask, reduction="none", **self.scheduled_settings(),
+            log_ratio_name=f"the log-ratio of the actor's log-prob to {self.tensor_keys.sample_log_prob!r}",
+        )  # fmt: skip
         self._divergence.update(result.metrics)
         loss_objective = result.per_element
         td_out = TensorDict()
