@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ADAPTERS = ("rllib", "torchrl", "trl")
+ADAPTERS = ("metaworld", "rllib", "torchrl", "trl", "vla")
 FRAMEWORKS = ("ray", "torchrl", "tensordict", "trl", "transformers", "metaworld", "gymnasium", "mujoco")
 
 
