@@ -17,10 +17,13 @@ Meta-World in `gipo_plugins.metaworld`.
   (`gipo_plugins.registry`): add an objective with one function and one registration.
 - `utilization_metrics`, `DivergenceMonitor` — the diagnostics (`gipo_plugins.diagnostics`).
 - `set_check_mode`, `check_mode` — data checks as device asserts (default) or strict host checks.
+- `fused_linear_policy_loss`, `chunked_token_log_probs` — the LM head fused with the loss, chunked over tokens
+  (`gipo_plugins.fused`): the (tokens × vocab) logits are never materialised.
 """
 
 from gipo_plugins._checks import check_mode, get_check_mode, set_check_mode
 from gipo_plugins.diagnostics import DIVERGENCE_LOG_RATIO_P95, DivergenceMonitor, utilization_metrics
+from gipo_plugins.fused import FusedPolicyLoss, chunked_token_log_probs, fused_linear_policy_loss
 from gipo_plugins.kernels import KERNELS, trust_weight
 from gipo_plugins.objectives import (
     ObjectiveResult,
@@ -49,6 +52,7 @@ __all__ = [
     "KERNELS",
     "OBJECTIVES",
     "DivergenceMonitor",
+    "FusedPolicyLoss",
     "Hyperparameter",
     "ObjectiveResult",
     "ObjectiveSpec",
@@ -56,6 +60,8 @@ __all__ = [
     "all_hyperparameters",
     "behaviour_kl",
     "check_mode",
+    "chunked_token_log_probs",
+    "fused_linear_policy_loss",
     "get_check_mode",
     "get_objective",
     "gipo_objective",

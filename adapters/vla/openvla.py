@@ -54,8 +54,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
     GenerationConfig,
@@ -70,7 +68,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gipo_plugins.vla.actions import N_BINS, PROMPT
-from gipo_plugins.vla.policy import ActionPredictionMixin, splice_patches
+from gipo_plugins.vla.policy import ActionPredictionMixin, register_auto_classes, splice_patches
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -815,13 +813,4 @@ class OpenVLAProcessor:
         return cls(PreTrainedTokenizerFast.from_pretrained(path), json.loads((path / PREPROCESSOR_FILE).read_text()))
 
 
-def register_auto_classes() -> None:
-    """Register `openvla` with `AutoConfig` and `AutoModelForCausalLM` (idempotent; local code wins over `auto_map`)."""
-    try:
-        AutoConfig.register(OpenVLAConfig.model_type, OpenVLAConfig)
-        AutoModelForCausalLM.register(OpenVLAConfig, OpenVLAForActionPrediction)
-    except ValueError:  # already registered
-        pass
-
-
-register_auto_classes()
+register_auto_classes(OpenVLAConfig, OpenVLAForActionPrediction)

@@ -250,3 +250,17 @@ class ActionPredictionMixin:
             input_ids = torch.cat([input_ids, ids[-1][:, None]], dim=1)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(ids[-1]), 1)], dim=1)
         return decode_actions(self, torch.stack(ids, 1), unnorm_key)
+
+
+def register_auto_classes(config_class: type, model_class: type) -> None:
+    """Register a VLA config/model pair with `AutoConfig` and `AutoModelForCausalLM` (idempotent).
+
+    Local code wins over a checkpoint's `auto_map`: no `trust_remote_code` is needed.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        AutoConfig.register(config_class.model_type, config_class)
+        AutoModelForCausalLM.register(config_class, model_class)
+    except ValueError:  # already registered
+        pass

@@ -35,8 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
     Dinov2Config,
     Dinov2Model,
     GenerationConfig,
@@ -52,7 +50,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from gipo_plugins.trl.tiny import build_tokenizer as build_bpe_tokenizer
 from gipo_plugins.vla.actions import N_BINS, PROMPT, ActionTokenizer, normalize
-from gipo_plugins.vla.policy import ActionPredictionMixin, splice_patches
+from gipo_plugins.vla.policy import ActionPredictionMixin, register_auto_classes, splice_patches
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -331,13 +329,4 @@ def tiny_config(vocab_size: int, *, image_size: int = 64, patch_size: int = 8, v
                              pad_token_id=0, bos_token_id=1, eos_token_id=2)  # fmt: skip
 
 
-def register_auto_classes() -> None:
-    """Register `tiny_openvla` with `AutoConfig` and `AutoModelForCausalLM` (idempotent)."""
-    try:
-        AutoConfig.register(TinyOpenVLAConfig.model_type, TinyOpenVLAConfig)
-        AutoModelForCausalLM.register(TinyOpenVLAConfig, TinyOpenVLAForActionPrediction)
-    except ValueError:  # already registered
-        pass
-
-
-register_auto_classes()
+register_auto_classes(TinyOpenVLAConfig, TinyOpenVLAForActionPrediction)
