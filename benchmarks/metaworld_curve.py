@@ -2,11 +2,11 @@
 
 (TorchRL's curves come from the stale sweep, `benchmarks/metaworld_stale`, on the reference recipe.)
 
-Runs ``examples/<framework>_metaworld.py`` once per objective (and GIPO σ) and seed, in parallel
-processes (``--workers``), with identical settings; extra arguments go to the example. Plots the
-deterministic-policy success rate (evaluated every ``--eval-every`` iterations on
-``--eval-episodes`` fresh goals) against env frames. Finished runs are kept (resumable). Writes
-``docs/img/<framework>_<task>_success.png`` and ``docs/benchmarks/<framework>_<task>.{csv,md}``.
+Runs `examples/<framework>_metaworld.py` once per objective (and GIPO σ) and seed, in parallel
+processes (`--workers`), with identical settings; extra arguments go to the example. Plots the
+deterministic-policy success rate (evaluated every `--eval-every` iterations on
+`--eval-episodes` fresh goals) against env frames. Finished runs are kept (resumable). Writes
+`docs/img/<framework>_<task>_success.png` and `docs/benchmarks/<framework>_<task>.{csv,md}`.
 
     python -m benchmarks.metaworld_curve --framework rllib --total-frames 100000 --workers 1
 """

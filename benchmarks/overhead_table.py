@@ -1,10 +1,12 @@
 """One table of GIPO's cost per adapter, collected from the three overhead benchmarks' CSVs.
 
 Each ratio was measured against the stock algorithm in the same run by its own script
-(``torchrl_loss_overhead.py``, ``rllib_iteration_overhead.py``, ``trl_step_overhead.py``); this
-script only gathers them into ``docs/benchmarks/overhead.{csv,md}``::
+(`torchrl_loss_overhead.py`, `rllib_iteration_overhead.py`, `trl_step_overhead.py`); this
+script only gathers them into `docs/benchmarks/overhead.{csv,md}`:
 
-    python -m benchmarks.overhead_table
+```
+python -m benchmarks.overhead_table
+```
 """
 
 from __future__ import annotations

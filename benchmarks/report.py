@@ -1,4 +1,4 @@
-"""Write a benchmark's rows as ``docs/benchmarks/<name>.csv`` and a markdown page ``<name>.md``."""
+"""Write a benchmark's rows as `docs/benchmarks/<name>.csv` and a markdown page `<name>.md`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ def _cell(value: object, digits: int) -> str:
 
 def write_report(name: str, title: str, description: str, rows: list[dict], headers: dict[str, str],
                  *, digits: int = 3, footer: str = "") -> Path:  # fmt: skip
-    """CSV of ``rows`` (all keys) and a markdown page: title, description, a table of ``headers``' columns.
+    """CSV of `rows` (all keys) and a markdown page: title, description, a table of `headers`' columns.
 
-    ``headers`` maps row keys to column titles, in table order. Returns the markdown path.
+    `headers` maps row keys to column titles, in table order. Returns the markdown path.
     """
     DOCS.mkdir(parents=True, exist_ok=True)
     with open(DOCS / f"{name}.csv", "w", newline="") as f:

@@ -5,10 +5,12 @@ actions: a typical continuous-control PPO setup) and see identical stale batches
 interleaved: `--repeats` rounds, each one block of `--inner` calls per loss; a round's ratio is
 GIPO's block time over ClipPPO's. Reported per batch size: the median per-call times, the median
 ratio and the spread of the per-round ratios (10th–90th percentile): a target inside that spread is
-within noise. Written to `docs/benchmarks/torchrl_loss_overhead.{csv,md}`::
+within noise. Written to `docs/benchmarks/torchrl_loss_overhead.{csv,md}`:
 
-    python -m benchmarks.torchrl_loss_overhead                 # CPU
-    python -m benchmarks.torchrl_loss_overhead --device cuda   # GPU (writes *_cuda.*)
+```
+python -m benchmarks.torchrl_loss_overhead                 # CPU
+python -m benchmarks.torchrl_loss_overhead --device cuda   # GPU (writes *_cuda.*)
+```
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ script does) runs the full loss on every step and uses only its critic term off 
 same updates (a test checks the parameters are bitwise equal), more compute. Both variants run in
 this one process, alternating, on the stale regime's defaults (reach-v3, 500 env steps, 10 × 10
 reuse steps of 512 per iteration, one torch thread); an iteration's time is its collection plus
-its updates (evaluation excluded). Writes `docs/benchmarks/torchrl_recipe_cost.{csv,md}`::
+its updates (evaluation excluded). Writes `docs/benchmarks/torchrl_recipe_cost.{csv,md}`:
 
-    python -m benchmarks.torchrl_recipe_cost --iterations 8 --repeats 3
+```
+python -m benchmarks.torchrl_recipe_cost --iterations 8 --repeats 3
+```
 """
 
 from __future__ import annotations

@@ -1,19 +1,21 @@
 """TRL: step time and peak memory of GIPOTrainer vs GRPOTrainer (same config, tiny local model).
 
 Each measurement trains in its own subprocess (so peak memory is the trainer's own): the tiny
-Qwen2 of ``gipo_plugins.trl.tiny`` on a letter task (reward: the share of "a" in the completion)
-with stale data (``num_iterations=2``). The learning rate is 0 so that both trainers generate and process
+Qwen2 of `gipo_plugins.trl.tiny` on a letter task (reward: the share of "a" in the completion)
+with stale data (`num_iterations=2`). The learning rate is 0 so that both trainers generate and process
 identical batches (same seed): with learning, the two objectives follow different trajectories
 (different completion lengths, so different generation times) and the step-time ratio would
 measure the dynamics, not the overhead. Every code path (old log-probs, loss, backward, optimizer
-step, logging) still runs. GRPO runs as TRL's ``GRPOTrainer`` with ``loss_type="grpo"``; GIPO as
-``GIPOTrainer`` with ``gipo_aggregation="grpo"`` (same normalisation). Runs alternate,
-``--repeats`` each; medians reported. Peak memory: process max RSS on CPU,
-``torch.cuda.max_memory_allocated`` on GPU. Step time is the worker's CPU time per step on CPU
+step, logging) still runs. GRPO runs as TRL's `GRPOTrainer` with `loss_type="grpo"`; GIPO as
+`GIPOTrainer` with `gipo_aggregation="grpo"` (same normalisation). Runs alternate,
+`--repeats` each; medians reported. Peak memory: process max RSS on CPU,
+`torch.cuda.max_memory_allocated` on GPU. Step time is the worker's CPU time per step on CPU
 (robust to other processes on a shared box), wall time on GPU. Written to
-``docs/benchmarks/trl_step_overhead.{csv,md}``::
+`docs/benchmarks/trl_step_overhead.{csv,md}`:
 
-    python -m benchmarks.trl_step_overhead --repeats 5 --steps 60
+```
+python -m benchmarks.trl_step_overhead --repeats 5 --steps 60
+```
 """
 
 from __future__ import annotations

@@ -19,10 +19,12 @@ The `full` preset writes `docs/benchmarks/vla_metaworld.{csv,md}` and `docs/img/
 `smoke` runs the same machinery end to end in about 1.5 CPU-minutes and writes nothing under docs.
 Cost of `full` (measured on this 2-core CPU, one thread per run): ≈ 24 CPU-s per batch of episodes with
 its 8 passes, ≈ 130 CPU-s per 50-goal evaluation, ≈ 11 CPU-minutes per run (15 batches, evaluations
-after 60 and 120 steps), ≈ 3.6 CPU-hours for the 20 runs (≈ 1.8 h on two free cores)::
+after 60 and 120 steps), ≈ 3.6 CPU-hours for the 20 runs (≈ 1.8 h on two free cores):
 
-    python -m benchmarks.vla_posttrain --preset smoke
-    python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
+```
+python -m benchmarks.vla_posttrain --preset smoke
+python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
+```
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ A behaviour policy collects a batch; the learner has then moved `k` steps away f
 `k` updates stale). For each objective the table shows how much of the batch still drives the
 gradient: the fraction of *dead* samples (gradient exactly 0: PPO-clip's clip), the fraction GIPO
 *suppresses* (trust weight below 1e-3), the mean gate and the effective sample size of the gradient
-weights. Nothing is written to disk::
+weights. Nothing is written to disk:
 
-    python examples/core_demo.py
+```
+python examples/core_demo.py
+```
 """
 
 from __future__ import annotations

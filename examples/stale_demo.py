@@ -7,10 +7,12 @@ iterations a line shows each learner's training return and success and the fract
 samples' gradients that were *dead* (exactly zero: PPO-clip's hard clip; GIPO never zeroes one)
 on the data ≥ 10 iterations old. With the default 30 000 env steps GIPO's return pulls ahead
 within the first ~15 000 steps while PPO-clip's stays flat (see `docs/benchmarks/metaworld_stale.md`
-for seeds, tasks and confidence intervals). Logs go to ``runs/stale_demo/`` (ignored by git)::
+for seeds, tasks and confidence intervals). Logs go to `runs/stale_demo/` (ignored by git):
 
-    python examples/stale_demo.py                       # ~3-4 min on 2 CPU cores
-    python examples/stale_demo.py --total-steps 80000   # longer: PPO-clip starts to catch up later
+```
+python examples/stale_demo.py                       # ~3-4 min on 2 CPU cores
+python examples/stale_demo.py --total-steps 80000   # longer: PPO-clip starts to catch up later
+```
 """
 
 from __future__ import annotations

@@ -2,20 +2,20 @@
 
 Two tasks, each scored by two reward functions:
 
-- ``--task letter`` (default; a tiny random model learns it in a minute): prompts ask for the letter
-  "a"; ``letter_reward`` is the fraction of "a" in the completion, ``first_letter_reward`` 0.5 if it
+- `--task letter` (default; a tiny random model learns it in a minute): prompts ask for the letter
+  "a"; `letter_reward` is the fraction of "a" in the completion, `first_letter_reward` 0.5 if it
   starts with "a" (best total 1.5);
-- ``--task sum``: prompts ask "What is a + b? Answer:" for a, b in {0, 1, 2}; ``format_reward`` (0.2
-  if it starts with a number) and ``correct_reward`` (1 if that number is a + b). Too hard for the
-  tiny model in a CPU minute (it settles on one number); meant for a real ``--model``.
+- `--task sum`: prompts ask "What is a + b? Answer:" for a, b in {0, 1, 2}; `format_reward` (0.2
+  if it starts with a number) and `correct_reward` (1 if that number is a + b). Too hard for the
+  tiny model in a CPU minute (it settles on one number); meant for a real `--model`.
 
-With no ``--model`` the script builds a tiny Qwen2 and a tokenizer locally (no hub needed) and
-loads it from that folder like any hub checkpoint; pass ``--model <path or hub id>`` for a real one.
+With no `--model` the script builds a tiny Qwen2 and a tokenizer locally (no hub needed) and
+loads it from that folder like any hub checkpoint; pass `--model <path or hub id>` for a real one.
 
-Stale data — where GIPO differs from GRPO — comes from ``--num-iterations`` (each generation batch
-is reused that many times) and ``--steps-per-generation``. ``--loss-type grpo|dapo|sapo`` runs TRL's
-own losses with the same settings for an A/B. Writes the log history as JSON and, with ``--plot``,
-the reward curves of all runs in the output folder to ``docs/img/trl_reward.png``.
+Stale data — where GIPO differs from GRPO — comes from `--num-iterations` (each generation batch
+is reused that many times) and `--steps-per-generation`. `--loss-type grpo|dapo|sapo` runs TRL's
+own losses with the same settings for an A/B. Writes the log history as JSON and, with `--plot`,
+the reward curves of all runs in the output folder to `docs/img/trl_reward.png`.
 
     python examples/trl_gsm_like.py --loss-type gipo --num-iterations 4
     python examples/trl_gsm_like.py --loss-type grpo --num-iterations 4 --plot

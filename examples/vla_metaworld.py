@@ -51,7 +51,7 @@ TRAIN_METRICS = (
 
 
 class SuccessCurve(TrainerCallback):
-    """Greedy success rate every ``every`` optimizer steps, logged through the trainer's loggers."""
+    """Greedy success rate every `every` optimizer steps, logged through the trainer's loggers."""
 
     def __init__(self, evaluate, every: int, curve: list, steps_per_generation: int, episodes_per_generation: int):
         self.evaluate, self.every, self.curve = evaluate, every, curve

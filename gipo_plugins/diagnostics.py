@@ -1,25 +1,21 @@
 r"""Utilization diagnostics: how much of a batch still drives the policy gradient.
 
-Given per-element log-ratios :math:`\ell`, gates :math:`g` and gradient weights :math:`u = g\,r`
-over the valid (unmasked) elements :math:`i = 1..N`:
+Given per-element log-ratios $\ell$, gates $g$ and gradient weights $u = g\,r$
+over the valid (unmasked) elements $i = 1..N$:
 
-=========================  ==================================================================
-key                        meaning
-=========================  ==================================================================
-``trust_weight_mean``      :math:`\frac1N\sum_i g_i` (GIPO's :math:`w`; PPO: fraction alive)
-``trust_weight_min``       :math:`\min_i g_i`
-``dead_fraction``          fraction with :math:`u_i = 0` exactly (PPO: clipped samples)
-``suppressed_fraction``    fraction with :math:`g_i < 10^{-3}` (GIPO's "suppressed")
-``ess``                    effective sample size :math:`(\sum u)^2 / (N \sum u^2) \in [0, 1]`
-                           (0 when every :math:`u_i = 0`)
-``log_ratio_abs_mean``     :math:`\frac1N\sum_i |\ell_i|`
-``log_ratio_abs_p95``      95th percentile of :math:`|\ell_i|`
-``approx_kl``              :math:`\frac1N\sum_i (r_i - 1) - \ell_i`, an estimate of
-                           :math:`\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)`
-``ratio_mean``             :math:`\frac1N\sum_i r_i`
-=========================  ==================================================================
+| key | meaning |
+|---|---|
+| `trust_weight_mean` | $\frac1N\sum_i g_i$ (GIPO's $w$; PPO: fraction alive) |
+| `trust_weight_min` | $\min_i g_i$ |
+| `dead_fraction` | fraction with $u_i = 0$ exactly (PPO: clipped samples) |
+| `suppressed_fraction` | fraction with $g_i < 10^{-3}$ (GIPO's "suppressed") |
+| `ess` | effective sample size $(\sum u)^2 / (N \sum u^2) \in [0, 1]$ (0 when every $u_i = 0$) |
+| `log_ratio_abs_mean` | $\frac1N\sum_i \vert\ell_i\vert$ |
+| `log_ratio_abs_p95` | 95th percentile of $\vert\ell_i\vert$ |
+| `approx_kl` | $\frac1N\sum_i (r_i - 1) - \ell_i$, an estimate of $\mathrm{KL}(\pi_{old}\,\Vert\,\pi_\theta)$ |
+| `ratio_mean` | $\frac1N\sum_i r_i$ |
 
-A collapse in ``ess`` together with a rising ``dead_fraction`` is the "utilization collapse" of
+A collapse in `ess` together with a rising `dead_fraction` is the "utilization collapse" of
 hard clipping on stale data.
 """
 
@@ -42,7 +38,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "approx_kl",
     "ratio_mean",
 )
-"""Keys of :func:`utilization_metrics`, in order."""
+"""Keys of [`utilization_metrics`][], in order."""
 
 _QUANTILE_MAX_ELEMENTS = 2**24  # torch.quantile's input limit
 

@@ -446,7 +446,7 @@ def fused_linear_policy_loss(
             unknown `reduction`, non-finite `token_weights`, an all-masked batch, and everything the
             objective rejects (shapes, NaN at valid positions).
 
-    Example:
+    Examples:
         >>> out = fused_linear_policy_loss(h, lm_head.weight, None, ids, old_logp, adv[:, None], mask,
         ...                                objective=PolicyObjective("gipo"), chunk_size=1024)
         >>> out.loss.backward(); out.metrics["ess"]

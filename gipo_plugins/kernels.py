@@ -1,18 +1,16 @@
 r"""Trust-weight kernels on the log importance ratio.
 
-For a log-ratio :math:`\ell = \log \pi_\theta(a|s) - \log \pi_{old}(a|s)` and a scale
-:math:`\sigma > 0`, the trust weight is :math:`w = k(\ell / \sigma)` with
+For a log-ratio $\ell = \log \pi_\theta(a|s) - \log \pi_{old}(a|s)$ and a scale
+$\sigma > 0$, the trust weight is $w = k(\ell / \sigma)$ with
 
-=============  =========================  ==========================
-kernel         :math:`k(x)`               :math:`\log k(x)`
-=============  =========================  ==========================
-``gaussian``   :math:`e^{-x^2/2}`         :math:`-x^2/2`
-``laplacian``  :math:`e^{-|x|}`           :math:`-|x|`
-``cauchy``     :math:`1/(1+x^2)`          :math:`-\log(1+x^2)`
-=============  =========================  ==========================
+| kernel | $k(x)$ | $\log k(x)$ |
+|---|---|---|
+| `gaussian` | $e^{-x^2/2}$ | $-x^2/2$ |
+| `laplacian` | $e^{-\vert x\vert}$ | $-\vert x\vert$ |
+| `cauchy` | $1/(1+x^2)$ | $-\log(1+x^2)$ |
 
-Every kernel is symmetric in log space, :math:`w(r) = w(1/r)`, equals 1 at :math:`r = 1`, and
-decays smoothly but never reaches exactly zero for finite :math:`\ell` (bar fp32 underflow).
+Every kernel is symmetric in log space, $w(r) = w(1/r)$, equals 1 at $r = 1$, and
+decays smoothly but never reaches exactly zero for finite $\ell$ (bar fp32 underflow).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ KERNELS: tuple[str, ...] = ("gaussian", "laplacian", "cauchy")
 
 
 def log_kernel(x: Tensor, kernel: str = "gaussian") -> Tensor:
-    """:math:`\\log k(x)` for the named kernel (see the module table); no input checks."""
+    """$\\log k(x)$ for the named kernel (see the module table); no input checks."""
     if kernel == "gaussian":
         return -0.5 * x.square()
     if kernel == "laplacian":
@@ -38,27 +36,27 @@ def log_kernel(x: Tensor, kernel: str = "gaussian") -> Tensor:
 
 
 def log_trust_weight(log_ratio: Tensor, sigma: float | Tensor = 1.0, kernel: str = "gaussian") -> Tensor:
-    r""":math:`\log w = \log k(\ell / \sigma)`, finite for any finite :math:`\ell`."""
+    r"""$\log w = \log k(\ell / \sigma)$, finite for any finite $\ell$."""
     return log_kernel(log_ratio / sigma, kernel)
 
 
 def trust_weight(log_ratio: Tensor, sigma: float | Tensor = 1.0, kernel: str = "gaussian") -> Tensor:
-    r"""Element-wise trust weight :math:`w = k(\ell / \sigma) \in (0, 1]`.
+    r"""Element-wise trust weight $w = k(\ell / \sigma) \in (0, 1]$.
 
     Args:
-        log_ratio: :math:`\ell = \log r`, any shape. Half precision is computed in fp32.
-        sigma: scale :math:`\sigma > 0`; a float or a tensor broadcastable to ``log_ratio``.
-        kernel: ``"gaussian"`` (:math:`e^{-x^2/2}`), ``"laplacian"`` (:math:`e^{-|x|}`) or
-            ``"cauchy"`` (:math:`1/(1+x^2)`).
+        log_ratio: $\ell = \log r$, any shape. Half precision is computed in fp32.
+        sigma: scale $\sigma > 0$; a float or a tensor broadcastable to `log_ratio`.
+        kernel: `"gaussian"` ($e^{-x^2/2}$), `"laplacian"` ($e^{-|x|}$) or
+            `"cauchy"` ($1/(1+x^2)$).
 
     Returns:
-        A tensor of ``log_ratio``'s shape. It is **not** detached: callers that use it as a trust
-        weight in a loss (as :func:`gipo_plugins.gipo_objective` does) pass ``log_ratio.detach()``.
+        A tensor of `log_ratio`'s shape. It is **not** detached: callers that use it as a trust
+        weight in a loss (as [`gipo_plugins.gipo_objective`][] does) pass `log_ratio.detach()`.
 
     Raises:
-        ValueError: unknown ``kernel``; ``sigma`` not finite and > 0; ``log_ratio`` empty.
+        ValueError: unknown `kernel`; `sigma` not finite and > 0; `log_ratio` empty.
 
-    Example:
+    Examples:
         >>> trust_weight(torch.tensor([0.0, 1.0]), sigma=1.0)
         tensor([1.0000, 0.6065])
     """

@@ -249,7 +249,7 @@ class PolicyObjective:
     Adapters keep one built from their config and call it on each batch. Settings of objectives other
     than the selected one are validated too (an adapter passes all its settings) but not used.
 
-    Example:
+    Examples:
         >>> objective = PolicyObjective("gipo", sigma=0.5)
         >>> result = objective(log_prob, old_log_prob, advantages, mask)
         >>> result.loss.backward(); result.metrics["ess"]
@@ -305,7 +305,7 @@ class PolicyObjective:
 
     def __call__(self, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor | None = None,
                  *, reduction: Reduction = "mean", **overrides: Any) -> ObjectiveResult:  # fmt: skip
-        """Evaluate on log-probs: $\\ell = $ `log_prob` − sg[`old_log_prob`].
+        """Evaluate on log-probs: $\\ell = $ `log_prob` − sg`old_log_prob`.
 
         Args:
             log_prob: $\\log\\pi_\\theta(a|s)$ (differentiable), any shape.

@@ -9,7 +9,7 @@ SYNC_OPS = ("_local_scalar_dense", "item", "is_nonzero", "nonzero", "equal", "al
 
 
 class HostSyncCounter(TorchDispatchMode):
-    """``with HostSyncCounter() as c: ...`` then ``c.count`` (and ``c.ops``, the names seen)."""
+    """`with HostSyncCounter() as c: ...` then `c.count` (and `c.ops`, the names seen)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,9 +4,11 @@ The tables are derived from the code, never typed by hand: setting names come fr
 registry and each adapter's own name map (`gipo_plugins.rllib.settings.rllib_name`,
 `gipo_plugins.trl.gipo.SETTING_NAMES`), and the error table is made by *running* every bad input through
 the adapter entry point a user calls and recording the exception. `tests/docs/test_adapter_tables.py`
-regenerates the page and fails if the committed one differs::
+regenerates the page and fails if the committed one differs:
 
-    python tools/adapter_tables.py          # rewrite docs/adapters.md
+```
+python tools/adapter_tables.py          # rewrite docs/adapters.md
+```
 """
 
 from __future__ import annotations

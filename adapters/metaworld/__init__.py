@@ -1,11 +1,11 @@
 """Meta-World in one place, shared by every adapter: tasks, the state env factory, the success convention.
 
-Needs the ``[metaworld]`` extra (``import gipo_plugins`` itself never imports Meta-World).
+Needs the `[metaworld]` extra (`import gipo_plugins` itself never imports Meta-World).
 
-- :func:`make_metaworld_env` — a seeded MT1 task as a gymnasium env (float32 observations, an honest
-  observation space, a flat numeric ``info`` with ``success``); the TorchRL and RLlib adapters wrap it.
-- :func:`metaworld_tasks`, :func:`check_task` — the MT50 task names and the one validator.
-- :func:`episode_success` — an episode counts as solved when ``success`` is 1 at its last step.
+- [`make_metaworld_env`][] — a seeded MT1 task as a gymnasium env (float32 observations, an honest
+  observation space, a flat numeric `info` with `success`); the TorchRL and RLlib adapters wrap it.
+- [`metaworld_tasks`][], [`check_task`][] — the MT50 task names and the one validator.
+- [`episode_success`][] — an episode counts as solved when `success` is 1 at its last step.
 - `MetaWorldImageEnv`, `collect_demonstrations`, `instruction`, `STATE_DIM` (module `pixels`) —
   Meta-World from pixels for VLA policies, loaded on first access: importing this package never
   sets up MuJoCo rendering.

@@ -1,16 +1,16 @@
 """Meta-World state-based tasks as clean gymnasium envs.
 
-:func:`make_metaworld_env` wraps ``gymnasium.make("Meta-World/MT1", env_name=task, seed=seed)`` and
+[`make_metaworld_env`][] wraps `gymnasium.make("Meta-World/MT1", env_name=task, seed=seed)` and
 fixes what trips RL frameworks:
 
 - observations are float64 → cast to float32;
-- the declared observation space pins the goal dims 36–38 to ``[0, 0]`` although the goal is
-  observed → replaced by an unbounded ``Box`` of shape (39,);
-- ``info`` holds Python floats and a nested ``episode`` dict → only numeric scalars are kept, as
-  ``numpy.float32`` (``success`` among them, 1.0 once the task is solved).
+- the declared observation space pins the goal dims 36–38 to `[0, 0]` although the goal is
+  observed → replaced by an unbounded `Box` of shape (39,);
+- `info` holds Python floats and a nested `episode` dict → only numeric scalars are kept, as
+  `numpy.float32` (`success` among them, 1.0 once the task is solved).
 
-Episodes are truncated after ``max_episode_steps`` (Meta-World's own limit is 500). Tasks are
-seeded: the same ``seed`` gives the same sequence of goal positions across resets.
+Episodes are truncated after `max_episode_steps` (Meta-World's own limit is 500). Tasks are
+seeded: the same `seed` gives the same sequence of goal positions across resets.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gipo_plugins.metaworld.tasks import ACTION_DIM, OBSERVATION_DIM, check_task
 
 
 class MetaWorldFixes(gym.Wrapper):
-    """float32 observations, an honest observation space and a flat numeric ``info``."""
+    """float32 observations, an honest observation space and a flat numeric `info`."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
@@ -51,13 +51,13 @@ def make_metaworld_env(
     """A seeded Meta-World MT1 task as a gymnasium env with the fixes above.
 
     Args:
-        task: a Meta-World v3 task name, e.g. ``"reach-v3"``, ``"push-v3"``.
+        task: a Meta-World v3 task name, e.g. `"reach-v3"`, `"push-v3"`.
         seed: seeds the task sampler (goal positions) and the env.
         max_episode_steps: truncation horizon (≤ 500, Meta-World's limit).
-        **kwargs: passed to ``gymnasium.make`` (e.g. ``render_mode``).
+        **kwargs: passed to `gymnasium.make` (e.g. `render_mode`).
 
     Raises:
-        ValueError: unknown task or a horizon outside ``1..500``.
+        ValueError: unknown task or a horizon outside `1..500`.
     """
     check_task(task)
     if not 1 <= max_episode_steps <= 500:

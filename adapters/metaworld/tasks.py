@@ -13,14 +13,14 @@ ACTION_DIM = 4
 
 @cache
 def metaworld_tasks() -> tuple[str, ...]:
-    """Names of the 50 Meta-World v3 tasks (MT50), e.g. ``"reach-v3"``."""
+    """Names of the 50 Meta-World v3 tasks (MT50), e.g. `"reach-v3"`."""
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     return tuple(ALL_V3_ENVIRONMENTS)
 
 
 def check_task(task: str) -> str:
-    """Return ``task`` if it is a Meta-World v3 task, else raise a ``ValueError`` listing a few valid ones."""
+    """Return `task` if it is a Meta-World v3 task, else raise a `ValueError` listing a few valid ones."""
     tasks = metaworld_tasks()
     if task not in tasks:
         close = [t for t in tasks if task.split("-")[0] in t] or sorted(tasks)[:5]
@@ -29,7 +29,7 @@ def check_task(task: str) -> str:
 
 
 def episode_success(step_success: Iterable[float]) -> float:
-    """An episode's success: Meta-World's per-step ``info["success"]`` at the episode's **last** step.
+    """An episode's success: Meta-World's per-step `info["success"]` at the episode's **last** step.
 
     The convention of the GIPO reference protocol ("solved at the end", not "touched the goal
     once"); every adapter's success metric and every evaluation here uses it.

@@ -1,9 +1,11 @@
-"""TorchRL adapter: :class:`GIPOLoss`, a drop-in for ``torchrl.objectives.ClipPPOLoss``.
+"""TorchRL adapter: [`GIPOLoss`][], a drop-in for `torchrl.objectives.ClipPPOLoss`.
 
+```pycon
 >>> from gipo_plugins.torchrl import GIPOLoss          # instead of ClipPPOLoss
 >>> loss_module = GIPOLoss(actor, critic, sigma=1.0)   # every ClipPPOLoss argument still works
+```
 
-Needs the ``[torchrl]`` extra. :func:`make_metaworld_env` (needs ``[metaworld]`` too) builds a
+Needs the `[torchrl]` extra. `make_metaworld_env` (needs `[metaworld]` too) builds a
 TorchRL Meta-World env.
 """
 

@@ -1,4 +1,4 @@
-"""Meta-World as a TorchRL env (``GymWrapper`` around :func:`gipo_plugins.metaworld.make_metaworld_env`)."""
+"""Meta-World as a TorchRL env (`GymWrapper` around [`gipo_plugins.metaworld.make_metaworld_env`][])."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from gipo_plugins.metaworld import make_metaworld_env as make_gym_env
 
 
 class ActionBins(ActionDiscretizer):
-    r"""Discrete action bins per dimension: bin :math:`b \in \{0..n-1\}` ↦ :math:`l + (h - l)\,b/(n-1)`.
+    r"""Discrete action bins per dimension: bin $b \in \{0..n-1\}$ ↦ $l + (h - l)\,b/(n-1)$.
 
-    The grid includes both ends of the action box (for Meta-World's :math:`[-1, 1]` and 256 bins,
-    :math:`-1 + 2b/255`, as in the GIPO reference protocol), unlike
-    :class:`~torchrl.envs.transforms.ActionDiscretizer`'s built-in interval strategies. The env then
-    takes a ``MultiCategorical`` action of bin indices, one per action dimension.
+    The grid includes both ends of the action box (for Meta-World's $[-1, 1]$ and 256 bins,
+    $-1 + 2b/255$, as in the GIPO reference protocol), unlike
+    `ActionDiscretizer`'s built-in interval strategies. The env then
+    takes a `MultiCategorical` action of bin indices, one per action dimension.
     """
 
     def custom_arange(self, nint: int, device: torch.device) -> torch.Tensor:
@@ -40,13 +40,13 @@ def make_metaworld_env(
 ) -> TransformedEnv:
     """A seeded Meta-World task for TorchRL.
 
-    The env writes ``observation`` (float32, 39), takes ``action`` (float32, 4, in [-1, 1]; or, with
-    ``action_bins``, int64 bin indices, see :class:`ActionBins`), and reads ``success`` (float32, 1.0
-    while the task is solved) from ``info`` into the step's tensordict. ``RewardSum`` adds
-    ``episode_reward``, ``StepCounter`` adds ``step_count``.
+    The env writes `observation` (float32, 39), takes `action` (float32, 4, in [-1, 1]; or, with
+    `action_bins`, int64 bin indices, see [`ActionBins`][]), and reads `success` (float32, 1.0
+    while the task is solved) from `info` into the step's tensordict. `RewardSum` adds
+    `episode_reward`, `StepCounter` adds `step_count`.
 
     Args:
-        task: a Meta-World v3 task, e.g. ``"reach-v3"``.
+        task: a Meta-World v3 task, e.g. `"reach-v3"`.
         seed: seeds the task's goal sequence and the env.
         max_episode_steps: truncation horizon (≤ 500).
         action_bins: if given (≥ 2), the number of discrete bins per action dimension.

@@ -1,4 +1,4 @@
-"""``GIPOLoss``: a drop-in for TorchRL's ``ClipPPOLoss`` whose surrogate comes from the core."""
+"""`GIPOLoss`: a drop-in for TorchRL's `ClipPPOLoss` whose surrogate comes from the core."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gipo_plugins.registry import get_spec
 
 KL_ESTIMATORS = ("auto", "exact", "k3")
 SCHEDULABLE_SETTINGS = frozenset({"sigma"})
-"""Settings kept as buffers (assignable by a scheduler: ``loss.sigma = 0.5``) besides ClipPPOLoss's own."""
+"""Settings kept as buffers (assignable by a scheduler: `loss.sigma = 0.5`) besides ClipPPOLoss's own."""
 
 
 class GIPOLoss(ClipPPOLoss):
@@ -31,15 +31,15 @@ class GIPOLoss(ClipPPOLoss):
     \text{loss\_objective} = -\,r\,A\,w \;[+\ \beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)]$$
 
     where $k$ is a Gaussian (default), Laplacian or Cauchy kernel, $\sigma_{eff} = \sigma$ for $A > 0$
-    and $\sigma\cdot$``sigma_neg_ratio`` otherwise, and the optional bracket is a KL penalty to the
+    and $\sigma\cdot$`sigma_neg_ratio` otherwise, and the optional bracket is a KL penalty to the
     behaviour policy: exact, from the behaviour distribution's parameters stored in the data (as
     `KLPENPPOLoss` does), or the k3 sample estimate $(r - 1) - \ell$
     (`gipo_plugins.behaviour_kl`). The formula lives in `gipo_plugins.objectives`; this class maps
-    TorchRL's keys and outputs onto it, and ``objective=`` selects any registered objective.
+    TorchRL's keys and outputs onto it, and `objective=` selects any registered objective.
 
     Everything else is `ClipPPOLoss`: constructor arguments,
     tensordict keys and `set_keys`, value estimators (GAE by default), advantage normalisation,
-    ``reduction``, loss masks, composite action distributions, ``functional``, the entropy bonus and
+    `reduction`, loss masks, composite action distributions, `functional`, the entropy bonus and
     the critic loss (`loss_critic` alone is a critic-only update: it never runs the actor).
 
     Args:
@@ -47,34 +47,34 @@ class GIPOLoss(ClipPPOLoss):
         critic_network (ValueOperator): value operator.
 
     Keyword Args:
-        objective (str, optional): the registered objective: ``"gipo"`` (default), ``"ppo_clip"``,
-            ``"sapo"``, ``"is"`` or your own, to A/B the surrogate with everything else fixed.
+        objective (str, optional): the registered objective: `"gipo"` (default), `"ppo_clip"`,
+            `"sapo"`, `"is"` or your own, to A/B the surrogate with everything else fixed.
         sigma (float, optional): GIPO's kernel scale $\sigma > 0$; a schedulable buffer
-            (``loss.sigma = 0.5``, checked on assignment). Defaults to ``1.0``.
-        sigma_neg_ratio (float, optional): $\sigma_-/\sigma_+$ for non-positive advantages (``0.5``
-            is the reference code's advantage-aware variant). Defaults to ``1.0``.
-        kernel (str, optional): ``"gaussian"``, ``"laplacian"`` or ``"cauchy"``. Defaults to ``"gaussian"``.
-        sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (``objective="sapo"``).
-        clip_epsilon (scalar or tuple, optional): PPO's clip range; used by ``objective="ppo_clip"``,
-            by the value clip and by the ``clip_fraction`` diagnostic. Defaults to ``0.2``.
+            (`loss.sigma = 0.5`, checked on assignment). Defaults to `1.0`.
+        sigma_neg_ratio (float, optional): $\sigma_-/\sigma_+$ for non-positive advantages (`0.5`
+            is the reference code's advantage-aware variant). Defaults to `1.0`.
+        kernel (str, optional): `"gaussian"`, `"laplacian"` or `"cauchy"`. Defaults to `"gaussian"`.
+        sapo_tau_pos, sapo_tau_neg (float, optional): SAPO's temperatures (`objective="sapo"`).
+        clip_epsilon (scalar or tuple, optional): PPO's clip range; used by `objective="ppo_clip"`,
+            by the value clip and by the `clip_fraction` diagnostic. Defaults to `0.2`.
         kl_coeff (float, optional): coefficient $\beta \ge 0$ of the KL penalty to the behaviour
-            policy, folded into ``loss_objective`` and reported as ``"kl"``; a schedulable buffer.
-            ``None`` (default) disables it.
-        kl_estimator (str, optional): ``"exact"``: $\mathrm{KL}$ between the behaviour distribution
-            rebuilt from the parameters stored in the data (``actor_network.build_dist_from_params``,
-            e.g. the ``"logits"`` the collector recorded) and the current one, per action dimension for
-            factorised distributions; ``"k3"``: the sample estimate from the log-probs only;
-            ``"auto"`` (default): exact when the parameters are in the data and the pair of
+            policy, folded into `loss_objective` and reported as `"kl"`; a schedulable buffer.
+            `None` (default) disables it.
+        kl_estimator (str, optional): `"exact"`: $\mathrm{KL}$ between the behaviour distribution
+            rebuilt from the parameters stored in the data (`actor_network.build_dist_from_params`,
+            e.g. the `"logits"` the collector recorded) and the current one, per action dimension for
+            factorised distributions; `"k3"`: the sample estimate from the log-probs only;
+            `"auto"` (default): exact when the parameters are in the data and the pair of
             distributions has an analytic KL, k3 otherwise.
         **kwargs: the settings of other registered objectives by their names, and every other
             `ClipPPOLoss` keyword argument.
 
-    Outputs (besides ClipPPOLoss's ``loss_objective``, ``clip_fraction``, ``entropy``,
-    ``loss_entropy``, ``loss_critic``, ``ESS``, ``kl_approx``, ``max_ratio``, ``mean_ratio``):
-    ``kl`` (with ``kl_coeff``) and the core's diagnostics ``trust_weight_mean``,
-    ``trust_weight_min``, ``dead_fraction``, ``suppressed_fraction``, ``ess`` (of the gradient weights
-    $u = w\,r$; ClipPPOLoss's ``ESS`` is that of the raw ratios), ``log_ratio_abs_mean``,
-    ``log_ratio_abs_p95``, ``approx_kl`` and ``ratio_mean`` — 0-dim tensors, computed on the device
+    Outputs (besides ClipPPOLoss's `loss_objective`, `clip_fraction`, `entropy`,
+    `loss_entropy`, `loss_critic`, `ESS`, `kl_approx`, `max_ratio`, `mean_ratio`):
+    `kl` (with `kl_coeff`) and the core's diagnostics `trust_weight_mean`,
+    `trust_weight_min`, `dead_fraction`, `suppressed_fraction`, `ess` (of the gradient weights
+    $u = w\,r$; ClipPPOLoss's `ESS` is that of the raw ratios), `log_ratio_abs_mean`,
+    `log_ratio_abs_p95`, `approx_kl` and `ratio_mean` — 0-dim tensors, computed on the device
     without a host sync.
 
     Bad data (NaN/inf log-probs or advantages, an all-masked batch) fails with a message naming it,
@@ -90,7 +90,7 @@ class GIPOLoss(ClipPPOLoss):
         >>> loss = losses["loss_objective"] + losses["loss_critic"]
 
     Note:
-        With ``delay_actor`` or ``max_importance_ratio`` the trust weight acts on the full behaviour
+        With `delay_actor` or `max_importance_ratio` the trust weight acts on the full behaviour
         ratio $\pi_\theta / \pi_{behav}$ that weights the surrogate.
     """
 
@@ -188,7 +188,7 @@ class GIPOLoss(ClipPPOLoss):
         self._out_keys = values
 
     def _input_mask(self, tensordict: TensorDictBase, like: torch.Tensor) -> torch.Tensor | None:
-        """The loss mask :meth:`_reduce_loss` will apply, expanded to ``like`` (``None`` if absent)."""
+        """The loss mask `_reduce_loss` will apply, expanded to `like` (`None` if absent)."""
         mask = None
         for key in self._loss_mask_keys():
             found = tensordict.get(key, default=None)
@@ -212,7 +212,7 @@ class GIPOLoss(ClipPPOLoss):
         return self._maybe_normalize_advantage(advantage, tensordict, update_norm=update_norm)
 
     def _behaviour_dist(self, tensordict: TensorDictBase) -> torch.distributions.Distribution | None:
-        """The behaviour distribution rebuilt from its stored parameters, for the exact KL (``None``: use k3)."""
+        """The behaviour distribution rebuilt from its stored parameters, for the exact KL (`None`: use k3)."""
         if self.kl_coeff is None or self.kl_estimator == "k3":
             return None
         keys = getattr(self.actor_network, "dist_params_keys", None)
@@ -226,7 +226,7 @@ class GIPOLoss(ClipPPOLoss):
         return self.actor_network.build_dist_from_params(tensordict)
 
     def _kl(self, behaviour, dist, log_behav_weight, zero, mask) -> torch.Tensor:
-        """Per-element KL(π_old ‖ π_θ), shaped like ``log_behav_weight``."""
+        """Per-element KL(π_old ‖ π_θ), shaped like `log_behav_weight`."""
         if behaviour is not None and has_analytic_kl(behaviour, dist):
             kl = torch.distributions.kl_divergence(behaviour, dist)
             return kl.reshape(log_behav_weight.shape)

@@ -1,34 +1,34 @@
 r"""The GIPO reference Meta-World protocol on TorchRL components, stale or fresh.
 
-The protocol of the paper's public training script (see ``docs/benchmarks/metaworld_stale.md``),
-built from TorchRL's own pieces — ``Collector``, GAE, a FIFO ``ReplayBuffer``, :class:`GIPOLoss`,
+The protocol of the paper's public training script (see `docs/benchmarks/metaworld_stale.md`),
+built from TorchRL's own pieces — `Collector`, GAE, a FIFO `ReplayBuffer`, [`GIPOLoss`][],
 TorchRL loggers — so that only the surrogate differs between objectives:
 
 - **Policy**: a shared encoder (Linear 39→512, ReLU, LayerNorm), a policy head to 4 × 256 logits (a
-  categorical per action dimension; env action :math:`-1 + 2b/255`, :class:`ActionBins`) and a value
+  categorical per action dimension; env action $-1 + 2b/255$, `ActionBins`) and a value
   head on the *detached* encoder features. Importance ratios and trust weights are per dimension.
-- **Data**: one env, ``steps_per_iteration`` (500) env steps per iteration, 500-step episodes,
+- **Data**: one env, `steps_per_iteration` (500) env steps per iteration, 500-step episodes,
   rewards scaled by 0.001. GAE (γ 0.99, λ 0.95) and the behaviour log-probs and logits are fixed
-  at collection time and never recomputed. A FIFO replay keeps the last ``buffer_size``
+  at collection time and never recomputed. A FIFO replay keeps the last `buffer_size`
   transitions: 20 000 (data up to 40 iterations old) is the *stale* regime, 500 (one iteration)
   the *fresh* one.
-- **Updates** per iteration: ``minibatches`` (R) minibatches of 512 distinct transitions drawn
-  from the whole buffer, each reused ``reuse`` (K) times; the actor steps only on every
-  ``actor_every``-th (N) reuse, the other reuse steps train the value head alone (published: R = K
+- **Updates** per iteration: `minibatches` (R) minibatches of 512 distinct transitions drawn
+  from the whole buffer, each reused `reuse` (K) times; the actor steps only on every
+  `actor_every`-th (N) reuse, the other reuse steps train the value head alone (published: R = K
   = N = 10, i.e. 10 actor and 100 critic steps). Advantages are normalised per minibatch; actor
-  steps minimise ``loss_objective`` (the surrogate plus an exact
-  :math:`0.1\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)` per dimension) + ``loss_critic`` (0.5 MSE);
+  steps minimise `loss_objective` (the surrogate plus an exact
+  $0.1\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ per dimension) + `loss_critic` (0.5 MSE);
   gradient-norm clip 1.0; AdamW with policy lr 3e-4 and value lr 3e-3, 10 warm-up iterations and
   cosine decay over the run.
 
-Critic-only reuse steps call :meth:`GIPOLoss.loss_critic`, which runs the encoder and the value head
+Critic-only reuse steps call `GIPOLoss.loss_critic`, which runs the encoder and the value head
 only: no policy-head forward or backward, and the policy parameters stay bit-identical.
-``full_loss_every_step=True`` is the straightforward variant (the full loss forward on every reuse
+`full_loss_every_step=True` is the straightforward variant (the full loss forward on every reuse
 step, the policy term used only on actor steps); it trains identically and exists to measure the
-saving (``benchmarks/torchrl_recipe_cost.py``).
+saving (`benchmarks/torchrl_recipe_cost.py`).
 
-Run it from Python (``train(RecipeConfig(...))``) or as ``python examples/torchrl_metaworld.py``
-(every field of :class:`RecipeConfig` is a flag). Needs the ``[torchrl]`` and ``[metaworld]`` extras.
+Run it from Python (`train(RecipeConfig(...))`) or as `python examples/torchrl_metaworld.py`
+(every field of [`RecipeConfig`][] is a flag). Needs the `[torchrl]` and `[metaworld]` extras.
 """
 
 from __future__ import annotations
@@ -145,11 +145,11 @@ def make_actor_critic(
 ) -> tuple[ProbabilisticActor, TensorDictSequential]:
     """The reference MLP: shared encoder, per-dimension categorical policy head, value head on detached features.
 
-    The actor reads ``observation`` and writes ``logits`` (``[*B, action_dim, bins]``), ``action``
-    (bin indices, ``[*B, action_dim]``) and ``action_log_prob`` (``[*B, action_dim]``): one ratio per
-    action dimension. The critic writes ``hidden`` (the encoder's features) and ``state_value``. Both
+    The actor reads `observation` and writes `logits` (`[*B, action_dim, bins]`), `action`
+    (bin indices, `[*B, action_dim]`) and `action_log_prob` (`[*B, action_dim]`): one ratio per
+    action dimension. The critic writes `hidden` (the encoder's features) and `state_value`. Both
     hold the same encoder module; the value head sees its output detached, so critic updates never
-    move the encoder (and critic-only steps can reuse ``hidden``, see `reuse_step`).
+    move the encoder (and critic-only steps can reuse `hidden`, see `reuse_step`).
     """
     encoder = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden))
     policy_head = nn.Sequential(
@@ -171,7 +171,7 @@ def make_actor_critic(
 
 
 class DistinctRandomSampler(RandomSampler):
-    """Each draw: ``min(batch_size, len(storage))`` distinct transitions, uniformly, independent across draws."""
+    """Each draw: `min(batch_size, len(storage))` distinct transitions, uniformly, independent across draws."""
 
     def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
         return torch.randperm(len(storage))[:batch_size], {}
@@ -187,7 +187,7 @@ def make_replay(config: RecipeConfig) -> ReplayBuffer:
 
 
 def actor_steps(config: RecipeConfig) -> list[bool]:
-    """For each reuse step of a minibatch, whether the actor steps on it (``k % actor_every == 0``)."""
+    """For each reuse step of a minibatch, whether the actor steps on it (`k % actor_every == 0`)."""
     return [k % config.actor_every == 0 for k in range(config.reuse)]
 
 
@@ -322,7 +322,7 @@ def update(
 
 @torch.no_grad()
 def evaluate(config: RecipeConfig, actor: ProbabilisticActor) -> dict[str, float]:
-    """The greedy (argmax-bin) policy on ``eval_episodes`` goals seeded ``seed + 10000``: last-step success, return."""
+    """The greedy (argmax-bin) policy on `eval_episodes` goals seeded `seed + 10000`: last-step success, return."""
     env = make_metaworld_env(
         config.task, seed=config.seed + 10_000, max_episode_steps=config.max_episode_steps,
         action_bins=config.action_bins, device=config.device,
@@ -338,7 +338,7 @@ def evaluate(config: RecipeConfig, actor: ProbabilisticActor) -> dict[str, float
 
 
 def train(config: RecipeConfig, on_iteration: Callable[[dict[str, float]], None] | None = None) -> dict:
-    """Run the recipe; returns (and writes to ``<logdir>/<name>.json``) a summary with the per-iteration history.
+    """Run the recipe; returns (and writes to `<logdir>/<name>.json`) a summary with the per-iteration history.
 
     `on_iteration`, if given, receives each iteration's row (env steps, training return and success,
     the actor steps' diagnostics, ...) as it is logged.
@@ -433,7 +433,7 @@ def train(config: RecipeConfig, on_iteration: Callable[[dict[str, float]], None]
 
 
 def parser() -> argparse.ArgumentParser:
-    """A command line with one flag per :class:`RecipeConfig` field (``--buffer-size``, ``--no-progress``, ...)."""
+    """A command line with one flag per [`RecipeConfig`][] field (`--buffer-size`, `--no-progress`, ...)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )

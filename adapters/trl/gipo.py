@@ -1,4 +1,4 @@
-"""``GIPOConfig`` and ``GIPOTrainer``: GRPO's trainer with GIPO's per-token policy term."""
+"""`GIPOConfig` and `GIPOTrainer`: GRPO's trainer with GIPO's per-token policy term."""
 
 from __future__ import annotations
 
@@ -25,17 +25,17 @@ _SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides t
 
 @dataclass
 class GIPOConfig(GRPOConfig):
-    r"""[`~trl.GRPOConfig`] with GIPO's settings; ``loss_type="gipo"`` is the default.
+    r"""`GRPOConfig` with GIPO's settings; `loss_type="gipo"` is the default.
 
-    With ``loss_type="gipo"`` the per-token policy term is GIPO's
-    :math:`-\,r\,A\,\mathrm{sg}[w]`, :math:`w = k(\log r / \sigma_{eff})` (see
-    :func:`gipo_plugins.gipo_objective`), aggregated like TRL's ``gipo_aggregation`` loss type. Any
-    other ``loss_type`` (``"grpo"``, ``"dapo"``, ``"sapo"``, ...) runs TRL's own loss unchanged, so one
+    With `loss_type="gipo"` the per-token policy term is GIPO's
+    $-\,r\,A\,\mathrm{sg}[w]$, $w = k(\log r / \sigma_{eff})$ (see
+    [`gipo_plugins.gipo_objective`][]), aggregated like TRL's `gipo_aggregation` loss type. Any
+    other `loss_type` (`"grpo"`, `"dapo"`, `"sapo"`, ...) runs TRL's own loss unchanged, so one
     config A/Bs GIPO against them. GIPO differs from GRPO only on stale data: use
-    ``num_iterations > 1`` or ``steps_per_generation > gradient_accumulation_steps``.
+    `num_iterations > 1` or `steps_per_generation > gradient_accumulation_steps`.
 
-    Fused LM head (any ``loss_type``): ``gipo_fused_loss=True`` computes every token log-prob with
-    the core's chunked LM head, ``gipo_fused_chunk_size`` tokens at a time in fp32 (see
+    Fused LM head (any `loss_type`): `gipo_fused_loss=True` computes every token log-prob with
+    the core's chunked LM head, `gipo_fused_chunk_size` tokens at a time in fp32 (see
     `gipo_plugins.trl.fused`); the loss is unchanged.
     """
 
@@ -127,20 +127,20 @@ class GIPOConfig(GRPOConfig):
 
 
 class GIPOTrainer(GRPOTrainer):
-    r"""[`~trl.GRPOTrainer`] whose per-token policy term is GIPO's when ``args.loss_type == "gipo"``.
+    r"""`GRPOTrainer` whose per-token policy term is GIPO's when `args.loss_type == "gipo"`.
 
     How it plugs in, touching as little of TRL as possible: the loss runs TRL's own
-    ``gipo_aggregation`` path with the clip range opened (:math:`\epsilon = \infty`, so the per-token
-    term is :math:`-rA`), and TRL's per-token multiplicative mask hook (``get_off_policy_mask``)
-    returns the core's detached trust weight :math:`w`, giving :math:`-\,r\,A\,w`. Everything else is
-    TRL's: aggregation and normalisation, token- or sequence-level importance sampling (``w`` is then
-    computed on the sequence log-ratio), the ``beta`` KL term, ``num_iterations`` /
-    ``steps_per_generation`` and the logging. The core's diagnostics are logged as
-    ``gipo/<name>`` (``gipo/trust_weight_mean``, ``gipo/dead_fraction``, ``gipo/ess`` ...) into
-    ``self._metrics``, and ``policy_loss`` is always logged.
+    `gipo_aggregation` path with the clip range opened ($\epsilon = \infty$, so the per-token
+    term is $-rA$), and TRL's per-token multiplicative mask hook (`get_off_policy_mask`)
+    returns the core's detached trust weight $w$, giving $-\,r\,A\,w$. Everything else is
+    TRL's: aggregation and normalisation, token- or sequence-level importance sampling (`w` is then
+    computed on the sequence log-ratio), the `beta` KL term, `num_iterations` /
+    `steps_per_generation` and the logging. The core's diagnostics are logged as
+    `gipo/<name>` (`gipo/trust_weight_mean`, `gipo/dead_fraction`, `gipo/ess` ...) into
+    `self._metrics`, and `policy_loss` is always logged.
 
-    With vLLM the weight uses the sampler's log-probs (``sampling_per_token_logps``) as the behaviour
-    policy; tokens it could not score get :math:`\ell = 0`.
+    With vLLM the weight uses the sampler's log-probs (`sampling_per_token_logps`) as the behaviour
+    policy; tokens it could not score get $\ell = 0$.
     """
 
     args: GIPOConfig
@@ -183,7 +183,7 @@ class GIPOTrainer(GRPOTrainer):
         self._gipo_pending[mode][name].append(self.accelerator.gather(values[None]).nanmean(0))
 
     def _flush_gipo_metrics(self, mode: str) -> None:
-        """Move the deferred metrics into TRL's ``_metrics`` (one host read for all of them)."""
+        """Move the deferred metrics into TRL's `_metrics` (one host read for all of them)."""
         pending = self._gipo_pending.pop(mode, {})
         for name, steps in pending.items():
             rows = torch.stack(steps).tolist()

@@ -1,7 +1,7 @@
 """Build a tiny causal LM and its tokenizer locally (no model hub), saved as a normal HF folder.
 
 Used by the TRL example and tests; load the result exactly like a hub model, with a path:
-``AutoModelForCausalLM.from_pretrained(path)`` and ``PreTrainedTokenizerFast.from_pretrained(path)``.
+`AutoModelForCausalLM.from_pretrained(path)` and `PreTrainedTokenizerFast.from_pretrained(path)`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def corpus(lines: int = 2000, seed: int = 0) -> list[str]:
 def build_tokenizer(
     vocab_size: int = 256, texts: Sequence[str] | None = None, added_tokens: Sequence[str] = ()
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``texts`` (default: :func:`corpus`).
+    """A byte-level BPE tokenizer trained on `texts` (default: [`corpus`][]).
 
-    ``added_tokens`` are appended as special tokens after training, so they take the last ids.
+    `added_tokens` are appended as special tokens after training, so they take the last ids.
     """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -53,7 +53,7 @@ def build_tokenizer(
 
 
 def build_tiny_causal_lm(path: str | Path, *, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny Qwen2 causal LM and its tokenizer to ``path``; returns the path."""
+    """Save a randomly initialised tiny Qwen2 causal LM and its tokenizer to `path`; returns the path."""
     import torch
 
     torch.manual_seed(seed)

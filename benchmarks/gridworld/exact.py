@@ -1,30 +1,34 @@
 r"""Exact (sampling-free) machinery for the paper's 2×2 GridWorld bias–variance study.
 
-The grid::
+The grid:
 
-    S0 | S1
-    ---+---
-    S2 | G      (G absorbing, value 0)
+```
+S0 | S1
+---+---
+S2 | G      (G absorbing, value 0)
+```
 
-Actions ``up, right, down, left``; a move off the grid leaves the agent where it is. Every step
-costs :math:`-1`, :math:`\gamma = 0.9`. A tabular softmax policy has logits :math:`\theta(s, a)`.
+Actions `up, right, down, left`; a move off the grid leaves the agent where it is. Every step
+costs $-1$, $\gamma = 0.9$. A tabular softmax policy has logits $\theta(s, a)$.
 
-For a target :math:`\pi` and a behaviour :math:`\mu` we look at the start state S0 (the
-state-visitation factor is the same for every estimator and is dropped). With :math:`A^\pi` the
+For a target $\pi$ and a behaviour $\mu$ we look at the start state S0 (the
+state-visitation factor is the same for every estimator and is dropped). With $A^\pi$ the
 exact advantage (a perfect critic), the on-policy gradient is
 
-.. math:: g^\star = \mathbb{E}_{a\sim\pi}\big[A^\pi(S_0,a)\,\nabla_{\theta(S_0,\cdot)}\log\pi(a|S_0)\big],
+$$
+g^\star = \mathbb{E}_{a\sim\pi}\big[A^\pi(S_0,a)\,\nabla_{\theta(S_0,\cdot)}\log\pi(a|S_0)\big],
+$$
 
-and an objective's per-sample estimate from :math:`a \sim \mu` is :math:`\hat g(a) = -\nabla_\theta
-\text{term}(a)`, the gradient of the core objective's per-element term (``gipo_plugins``, not a
-re-typed formula) with :math:`\log\pi_{old} = \log\mu`. Over the four actions we enumerate, exactly,
+and an objective's per-sample estimate from $a \sim \mu$ is $\hat g(a) = -\nabla_\theta
+\text{term}(a)$, the gradient of the core objective's per-element term (`gipo_plugins`, not a
+re-typed formula) with $\log\pi_{old} = \log\mu$. Over the four actions we enumerate, exactly,
 
-- mean :math:`\bar g = \sum_a \mu(a)\,\hat g(a)`, bias :math:`\bar g - g^\star`,
-- variance :math:`\sum_a \mu(a)\,(\hat g(a) - \bar g)^2`, MSE :math:`=` bias² + variance (one sample),
-- dead fraction :math:`\sum_a \mu(a)\,[\hat g(a) = 0 \ne \hat g_{IS}(a)]`: the behaviour mass whose
+- mean $\bar g = \sum_a \mu(a)\,\hat g(a)$, bias $\bar g - g^\star$,
+- variance $\sum_a \mu(a)\,(\hat g(a) - \bar g)^2$, MSE $=$ bias² + variance (one sample),
+- dead fraction $\sum_a \mu(a)\,[\hat g(a) = 0 \ne \hat g_{IS}(a)]$: the behaviour mass whose
   gradient the objective switches off although plain IS would use it.
 
-Bias, variance and MSE are reported for the component :math:`\theta(S_0, \text{right})`. Everything
+Bias, variance and MSE are reported for the component $\theta(S_0, \text{right})$. Everything
 is float64.
 """
 
@@ -48,7 +52,7 @@ DTYPE = torch.float64
 
 
 def transitions() -> Tensor:
-    """Deterministic transition tensor ``P[s, a, s']`` over S0..S2 and the goal (index 3)."""
+    """Deterministic transition tensor `P[s, a, s']` over S0..S2 and the goal (index 3)."""
     P = torch.zeros(len(STATES), len(ACTIONS), len(_CELLS), dtype=DTYPE)
     for s, (row, col) in enumerate(_CELLS[:3]):
         for a, name in enumerate(ACTIONS):
@@ -59,7 +63,7 @@ def transitions() -> Tensor:
 
 
 def tabular_policy(*probs_per_state: tuple[float, ...] | list[float]) -> Tensor:
-    """A ``[3, 4]`` policy table; one row gives every state the same action probabilities."""
+    """A `[3, 4]` policy table; one row gives every state the same action probabilities."""
     table = torch.tensor(probs_per_state * (3 if len(probs_per_state) == 1 else 1), dtype=DTYPE)
     if table.shape != (len(STATES), len(ACTIONS)) or (table <= 0).any():
         raise ValueError(f"policy must be 1 or 3 rows of 4 positive probabilities, got shape {tuple(table.shape)}")
@@ -67,7 +71,7 @@ def tabular_policy(*probs_per_state: tuple[float, ...] | list[float]) -> Tensor:
 
 
 def mixture(*parts: tuple[float, Tensor]) -> Tensor:
-    """Per-state mixture ``sum_i c_i * policy_i`` of policy tables (weights must sum to 1)."""
+    """Per-state mixture `sum_i c_i * policy_i` of policy tables (weights must sum to 1)."""
     total = sum(c for c, _ in parts)
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"mixture weights must sum to 1, got {total}")
@@ -75,14 +79,14 @@ def mixture(*parts: tuple[float, Tensor]) -> Tensor:
 
 
 def state_values(policy: Tensor) -> Tensor:
-    r"""Exact :math:`V^\pi` of S0..S2 from the Bellman equations :math:`(I - \gamma P_\pi)V = r`."""
+    r"""Exact $V^\pi$ of S0..S2 from the Bellman equations $(I - \gamma P_\pi)V = r$."""
     P = transitions()
     P_pi = torch.einsum("sa,sat->st", policy, P)[:, :3]  # the goal contributes value 0
     return torch.linalg.solve(torch.eye(3, dtype=DTYPE) - GAMMA * P_pi, torch.full((3,), REWARD, dtype=DTYPE))
 
 
 def iterative_state_values(policy: Tensor, sweeps: int = 2000) -> Tensor:
-    """:math:`V^\\pi` by iterative policy evaluation (the textbook check of :func:`state_values`)."""
+    """$V^\\pi$ by iterative policy evaluation (the textbook check of `state_values`)."""
     P = transitions()
     V = torch.zeros(4, dtype=DTYPE)
     for _ in range(sweeps):
@@ -91,19 +95,19 @@ def iterative_state_values(policy: Tensor, sweeps: int = 2000) -> Tensor:
 
 
 def advantages(policy: Tensor) -> Tensor:
-    r""":math:`A^\pi(s, a) = -1 + \gamma \sum_{s'} P(s'|s,a) V^\pi(s') - V^\pi(s)`, shape ``[3, 4]``."""
+    r"""$A^\pi(s, a) = -1 + \gamma \sum_{s'} P(s'|s,a) V^\pi(s') - V^\pi(s)$, shape `[3, 4]`."""
     V = torch.cat([state_values(policy), torch.zeros(1, dtype=DTYPE)])
     return REWARD + GAMMA * transitions() @ V - V[:3, None]
 
 
 def true_gradient(target: Tensor) -> Tensor:
-    r"""On-policy :math:`g^\star` over :math:`\theta(S_0, \cdot)`: :math:`\pi(a)A(a) - \pi(a)\sum_b \pi(b)A(b)`."""
+    r"""On-policy $g^\star$ over $\theta(S_0, \cdot)$: $\pi(a)A(a) - \pi(a)\sum_b \pi(b)A(b)$."""
     pi, adv = target[0], advantages(target)[0]
     return pi * adv - pi * (pi * adv).sum()
 
 
 def per_sample_gradients(objective: PolicyObjective, target: Tensor, behaviour: Tensor) -> Tensor:
-    r"""``[4, 4]``: row :math:`a` is :math:`\hat g(a) = -\nabla_{\theta(S_0,\cdot)}\text{term}(a)` for action a."""
+    r"""`[4, 4]`: row $a$ is $\hat g(a) = -\nabla_{\theta(S_0,\cdot)}\text{term}(a)$ for action a."""
     logits = target[0].log().expand(len(ACTIONS), -1).clone().requires_grad_(True)  # one copy per sample
     actions = torch.arange(len(ACTIONS))
     log_prob = torch.log_softmax(logits, -1)[actions, actions]
@@ -126,10 +130,10 @@ class EstimatorStats:
 
 def estimator_stats(objective: PolicyObjective, target: Tensor, behaviour: Tensor,
                     suppressed_below: float = 0.01) -> EstimatorStats:  # fmt: skip
-    """Enumerate the four actions under ``behaviour`` and return :class:`EstimatorStats`.
+    """Enumerate the four actions under `behaviour` and return `EstimatorStats`.
 
-    ``suppressed_fraction`` is the behaviour mass whose gradient survives at less than
-    ``suppressed_below`` of plain IS's (dead samples included).
+    `suppressed_fraction` is the behaviour mass whose gradient survives at less than
+    `suppressed_below` of plain IS's (dead samples included).
     """
     mu = behaviour[0]
     grads = per_sample_gradients(objective, target, behaviour)

@@ -1,12 +1,14 @@
 """The exact GridWorld bias–variance study: every objective, every behaviour case, no sampling.
 
-Writes ``docs/benchmarks/gridworld_bias_variance.{csv,md}`` and
-``docs/img/gridworld_bias_variance.png``. Runs in a few seconds::
+Writes `docs/benchmarks/gridworld_bias_variance.{csv,md}` and
+`docs/img/gridworld_bias_variance.png`. Runs in a few seconds:
 
-    python -m benchmarks.gridworld.study
+```
+python -m benchmarks.gridworld.study
+```
 
 The machinery (grid, exact values, per-sample gradients through the core objectives) is in
-``exact.py``; this script only defines the cases, tabulates and plots, and checks the paper's two
+`exact.py`; this script only defines the cases, tabulates and plots, and checks the paper's two
 claims on the numbers it just computed.
 """
 
@@ -83,7 +85,7 @@ HEADERS = {
 
 
 def dominates(q: tuple[float, float], p: tuple[float, float], tol: float = 1e-12) -> bool:
-    """``q`` is no worse than ``p`` on both coordinates and better on one (beyond float noise)."""
+    """`q` is no worse than `p` on both coordinates and better on one (beyond float noise)."""
     return q[0] <= p[0] + tol and q[1] <= p[1] + tol and (q[0] < p[0] - tol or q[1] < p[1] - tol)
 
 

@@ -1,15 +1,15 @@
 """Aggregate a Meta-World stale-data sweep: IQM with stratified-bootstrap 95 % CIs, curves, diagnostics.
 
-Per run (greedy-policy evaluations every ``eval_every`` iterations on the same seeded goals):
+Per run (greedy-policy evaluations every `eval_every` iterations on the same seeded goals):
 
 - **final success**: the mean success over the evaluations in the last 20 % of the env-step budget;
 - **AUC**: the area under the greedy success curve over the whole budget, divided by the budget (1 =
   solved from the first step).
 
 Per (regime, variant) and per task, the scores are aggregated over tasks × seeds with the
-interquartile mean (the 25 % trimmed mean) and a stratified bootstrap: ``scipy.stats.bootstrap``
+interquartile mean (the 25 % trimmed mean) and a stratified bootstrap: `scipy.stats.bootstrap`
 with one sample per task, so seeds are resampled within each task (rliable's scheme; rliable itself
-does not import with pandas 3, its ``arch`` dependency fails). GIPO against PPO-clip is also compared
+does not import with pandas 3, its `arch` dependency fails). GIPO against PPO-clip is also compared
 *paired* (same task, same seed): the mean of the per-pair differences with a bootstrap CI.
 Unfinished runs are left out and counted in the report.
 """
@@ -86,7 +86,7 @@ def mean_with_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float
 
 
 def steps_to_reach(steps: np.ndarray, curve: np.ndarray, level: float) -> float:
-    """First env step at which ``curve`` reaches ``level`` (linear interpolation); ``nan`` if never."""
+    """First env step at which `curve` reaches `level` (linear interpolation); `nan` if never."""
     above = np.nonzero(curve >= level)[0]
     if len(above) == 0:
         return float("nan")
@@ -135,7 +135,7 @@ def _mean_eval_curve(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def write(preset_name: str, preset, runs: list, results: Path) -> Path:
-    """Write ``docs/benchmarks/metaworld_stale{,_runs}.csv``, the markdown page and the PNGs."""
+    """Write `docs/benchmarks/metaworld_stale{,_runs}.csv`, the markdown page and the PNGs."""
     summaries = load(runs, results)
     if not summaries:
         raise SystemExit(f"no finished run in {results}; run the sweep first")

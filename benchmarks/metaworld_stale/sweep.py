@@ -1,6 +1,6 @@
 """Meta-World stale-data A/B on the reference protocol: GIPO vs PPO-clip vs SAPO (vs plain IS).
 
-Every run is one process of the TorchRL recipe (``python -m gipo_plugins.torchrl.recipe``, the
+Every run is one process of the TorchRL recipe (`python -m gipo_plugins.torchrl.recipe`, the
 protocol of the paper's public script on TorchRL components; see its docstring) with the same
 env-step budget, seeds and settings; only the surrogate (and the regime) differ:
 
@@ -11,17 +11,19 @@ env-step budget, seeds and settings; only the surrogate (and the regime) differ:
 Both: 500 env steps per iteration, 10 minibatches of 512 × 10 reuse steps, the actor stepping on
 the first reuse of each minibatch (10 actor and 100 critic steps per iteration), exact KL 0.1.
 
-Runs are spread over the cores (or a cluster, ``--address``) with Ray tasks, one process and one
+Runs are spread over the cores (or a cluster, `--address`) with Ray tasks, one process and one
 torch thread per run; logs, TensorBoard/CSV scalars and checkpoints go to the work folder
-(``runs/metaworld_stale/<preset>``, ignored by git). Each finished run's summary (config and
-per-iteration history) is also kept, gzipped, in ``benchmarks/metaworld_stale/results/<preset>/``
+(`runs/metaworld_stale/<preset>`, ignored by git). Each finished run's summary (config and
+per-iteration history) is also kept, gzipped, in `benchmarks/metaworld_stale/results/<preset>/`
 (tracked: the report is rebuilt from it). Resumable: a run with a kept summary is never rerun; a
-killed sweep continues with the runs that are missing. ``--report-only`` aggregates what has
-finished (`benchmarks.metaworld_stale.aggregate`) into ``docs/benchmarks/metaworld_stale.*``::
+killed sweep continues with the runs that are missing. `--report-only` aggregates what has
+finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*`:
 
-    python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
-    python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
-    python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # aggregate finished runs
+```
+python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
+python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
+python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # aggregate finished runs
+```
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def load_summary(results: Path, run: Run) -> dict:
 
 @ray.remote(num_cpus=1)
 def execute(command: list[str], log_path: str) -> tuple[int, float]:
-    """Run one recipe process; its output goes to ``log_path``."""
+    """Run one recipe process; its output goes to `log_path`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     start = time.time()
     with open(log_path, "w") as log:
@@ -194,7 +196,7 @@ def execute(command: list[str], log_path: str) -> tuple[int, float]:
 
 
 def sweep(preset_name: str, workdir: Path, workers: int, address: str | None, results: Path | None = None) -> list[Run]:
-    """Launch the missing runs of ``preset_name`` and wait for them; returns the preset's runs."""
+    """Launch the missing runs of `preset_name` and wait for them; returns the preset's runs."""
     preset = PRESETS[preset_name]
     results = results or results_dir(preset_name)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ Two kinds, both sized by a profile (`GIPO_PROPERTY_PROFILE`, default `ci`):
   in all; `release`: 10×.
 
 The release profile is for release checks (minutes):
-``GIPO_PROPERTY_PROFILE=release pytest tests/core/test_properties.py``.
+`GIPO_PROPERTY_PROFILE=release pytest tests/core/test_properties.py`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def make_critic(seed: int = 1) -> ValueOperator:
 
 
 def make_batch(actor: ProbabilisticActor, log_prob_key: str, *, seed: int = 2, time: int | None = None) -> TensorDict:
-    """A rollout-shaped batch: actions and their log-probs come from ``actor`` (the behaviour policy)."""
+    """A rollout-shaped batch: actions and their log-probs come from `actor` (the behaviour policy)."""
     gen = torch.Generator().manual_seed(seed)
     shape = (BATCH,) if time is None else (BATCH // time, time)
     td = TensorDict(

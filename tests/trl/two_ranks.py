@@ -1,4 +1,4 @@
-"""Run by test_multiprocess.py under ``torchrun --nproc_per_node 2``: a few GIPO steps on CPU (gloo)."""
+"""Run by test_multiprocess.py under `torchrun --nproc_per_node 2`: a few GIPO steps on CPU (gloo)."""
 
 import json
 import sys
