@@ -187,12 +187,12 @@ def load_summary(results: Path, run: Run) -> dict:
 
 @ray.remote(num_cpus=1)
 def execute(command: list[str], log_path: str) -> tuple[int, float]:
-    """Run one recipe process; its output goes to `log_path`."""
+    """Run one recipe process in the work folder (so it imports the installed package, whatever the caller's cwd)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     start = time.time()
     with open(log_path, "w") as log:
-        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    return code, time.time() - start
+        run = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(log_path).parent)
+    return run.returncode, time.time() - start
 
 
 def sweep(preset_name: str, workdir: Path, workers: int, address: str | None, results: Path | None = None) -> list[Run]:
