@@ -34,6 +34,8 @@ IMG = ROOT / "docs" / "img"
 COLORS = {"gipo": "tab:blue", "gipo_neg0.5": "tab:cyan", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
 REPS = 2000
 FINAL_FRACTION = 0.2
+MIN_PAIRS = 6
+"""Fewest paired runs for which the report gives a bootstrap interval and a verdict."""
 PAPER = {"gipo": 0.730, "ppo_clip": 0.180}  # IQM, 8 tasks x 10 seeds x 500k, stale regime (reported, not verified)
 
 
@@ -243,8 +245,9 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
         for name, score in (("final success", final_success), ("AUC", auc)):
             diff = np.array([score(gipo["runs"][k]) - score(ppo["runs"][k]) for k in pairs])
             mean, low, high = mean_with_ci(diff)
-            if len(diff) < 2:
-                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} (one pair: no interval yet).")
+            if len(diff) < MIN_PAIRS:
+                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} over {len(diff)} pair(s): too few "
+                             f"for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
                 continue
             verdict = "GIPO ahead" if low > 0 else "PPO-clip ahead" if high < 0 else "no significant difference"
             line = (f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → "
