@@ -246,8 +246,8 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
             diff = np.array([score(gipo["runs"][k]) - score(ppo["runs"][k]) for k in pairs])
             mean, low, high = mean_with_ci(diff)
             if len(diff) < MIN_PAIRS:
-                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} over {len(diff)} pair(s): too few "
-                             f"for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
+                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} over {len(diff)} pair(s): "
+                             f"too few for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
                 continue
             verdict = "GIPO ahead" if low > 0 else "PPO-clip ahead" if high < 0 else "no significant difference"
             line = (f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → "
