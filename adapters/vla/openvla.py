@@ -68,7 +68,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gipo_plugins.vla.actions import N_BINS, PROMPT
-from gipo_plugins.vla.policy import ActionPredictionMixin, register_auto_classes, splice_patches
+from gipo_plugins.vla.policy import ActionPredictionMixin, next_token_loss, register_auto_classes, splice_patches
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -389,12 +389,7 @@ class OpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
         hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         hidden = hidden.gather(1, predict_slot[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = self.language_model.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=next_token_loss(logits, labels), logits=logits)
 
     # ----------------------------------------------------------------------------- published format
 

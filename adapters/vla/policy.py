@@ -264,3 +264,12 @@ def register_auto_classes(config_class: type, model_class: type) -> None:
         AutoModelForCausalLM.register(config_class, model_class)
     except ValueError:  # already registered
         pass
+
+
+def next_token_loss(logits: Tensor, labels: Tensor | None) -> Tensor | None:
+    """The causal-LM loss of `labels` (`-100`: ignored) under `logits` shifted by one position; `None` without labels."""
+    if labels is None:
+        return None
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )

@@ -50,7 +50,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from gipo_plugins.trl.tiny import build_tokenizer as build_bpe_tokenizer
 from gipo_plugins.vla.actions import N_BINS, PROMPT, ActionTokenizer, normalize
-from gipo_plugins.vla.policy import ActionPredictionMixin, register_auto_classes, splice_patches
+from gipo_plugins.vla.policy import ActionPredictionMixin, next_token_loss, register_auto_classes, splice_patches
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -222,12 +222,7 @@ class TinyOpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
     ) -> CausalLMOutputWithPast:
         hidden = self.model(input_ids, attention_mask, pixel_values).last_hidden_state
         logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=next_token_loss(logits, labels), logits=logits)
 
 
 class TinyOpenVLAProcessor:
