@@ -267,7 +267,7 @@ def register_auto_classes(config_class: type, model_class: type) -> None:
 
 
 def next_token_loss(logits: Tensor, labels: Tensor | None) -> Tensor | None:
-    """The causal-LM loss of `labels` (`-100`: ignored) under `logits` shifted by one position; `None` without labels."""
+    """The causal-LM loss of `labels` (`-100`: ignored) under `logits` shifted by one; `None` without labels."""
     if labels is None:
         return None
     return torch.nn.functional.cross_entropy(
