@@ -65,7 +65,7 @@ def settings_rows() -> list[list[str]]:
         "`beta`: KL to a frozen reference model (TRL's, a different term; the VLA trainer requires 0)",
         "each framework's KL term means what it means there; none is re-implemented.",
     ])  # fmt: skip
-    rows.append(["data checks", "`set_check_mode(\"async\" | \"strict\")`", "the same, global", "the same, global",
+    rows.append(["data checks", "`set_check_mode(\"async\")` or `(\"strict\")`", "the same, global", "the same, global",
                  "the same, global", "one setting for the process"])  # fmt: skip
     return rows
 
