@@ -74,11 +74,10 @@ def build(args: argparse.Namespace, stock: bool):
             "target_network_update_freq": args.target_update_freq,
         }
     gipo = {} if stock else {"objective": args.objective, "sigma": args.sigma}
+    env_config = {"max_episode_steps": args.max_episode_steps, "seed": args.seed, "reward_scale": args.reward_scale}
     config = (
         config_cls()
-        .environment(
-            f"metaworld/{args.task}", env_config={"max_episode_steps": args.max_episode_steps, "seed": args.seed}
-        )
+        .environment(f"metaworld/{args.task}", env_config=env_config)
         .env_runners(num_env_runners=args.env_runners, rollout_fragment_length="auto" if args.algo == "ppo" else 50)
         .training(**common, **specific, **gipo)
         .callbacks(MetaWorldSuccess)
@@ -87,7 +86,7 @@ def build(args: argparse.Namespace, stock: bool):
             evaluation_num_env_runners=1,
             evaluation_duration=args.eval_episodes,
             evaluation_duration_unit="episodes",
-            evaluation_config=config_cls.overrides(explore=False, env_config={"seed": args.seed + 10_000}),
+            evaluation_config=config_cls.overrides(explore=False, env_config=env_config | {"seed": args.seed + 10_000}),
         )
         .debugging(seed=args.seed)
     )
@@ -178,6 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--kl-coeff", type=float, default=None, help="KL penalty; default: ppo 0.2 (adaptive), appo off")
     p.add_argument("--max-episode-steps", type=int, default=200)
+    p.add_argument("--reward-scale", type=float, default=None, help="default: 1 (ppo), 0.001 (appo, as the sweep)")
     p.add_argument("--env-runners", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-episodes", type=int, default=20)
@@ -186,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-name", default=None, help="default: <objective>_seed<seed>")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.reward_scale is None:
+        args.reward_scale = 1.0 if args.algo == "ppo" else 0.001
     if args.train_batch is None:
         args.train_batch = 4000 if args.algo == "ppo" else 500
     if args.algo == "ppo" and args.total_frames:

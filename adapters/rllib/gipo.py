@@ -98,15 +98,6 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
     ) -> TensorType:
         module = self.module[module_id].unwrapped()
         mask = batch.get(Columns.LOSS_MASK)
-        if mask is not None:
-            mask = mask.bool()
-            num_valid = mask.sum()
-
-            def masked_mean(values: torch.Tensor) -> torch.Tensor:
-                return torch.where(mask, values, 0.0).sum() / num_valid
-        else:
-            masked_mean = torch.mean
-
         curr_dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         result = self.objective_for(module_id, config)(
             curr_dist.logp(batch[Columns.ACTIONS]),
@@ -115,7 +106,14 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
             mask,
             reduction="none",
         )
-        zero = torch.zeros((), device=result.per_element.device)
+        zero = result.per_element.new_zeros(())
+        if mask is not None:
+            mask, num_valid = result.mask, result.mask.sum()
+
+            def masked_mean(values: torch.Tensor) -> torch.Tensor:
+                return torch.where(mask, values, zero).sum() / num_valid
+        else:
+            masked_mean = torch.mean
 
         if config.use_kl_loss:
             prev_dist = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
@@ -128,9 +126,8 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
             values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
             vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
             vf_loss_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
-            mean_vf_loss, mean_vf_unclipped_loss = masked_mean(vf_loss_clipped), masked_mean(vf_loss)
         else:
-            values = vf_loss_clipped = mean_vf_loss = mean_vf_unclipped_loss = zero
+            values = vf_loss = vf_loss_clipped = zero
 
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         total_loss = masked_mean(
@@ -139,13 +136,14 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
         if config.use_kl_loss:
             total_loss = total_loss + self.curr_kl_coeffs_per_module[module_id] * mean_kl_loss
 
-        stats = {
-            POLICY_LOSS_KEY: masked_mean(result.per_element),
-            VF_LOSS_KEY: mean_vf_loss,
-            LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean_vf_unclipped_loss,
-            LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
-            ENTROPY_KEY: masked_mean(curr_entropy),
-            LEARNER_RESULTS_KL_KEY: mean_kl_loss,  # PPO adapts kl_coeff from this key
-        }
+        with torch.no_grad():  # logged only: no autograd bookkeeping
+            stats = {
+                POLICY_LOSS_KEY: masked_mean(result.per_element),
+                VF_LOSS_KEY: masked_mean(vf_loss_clipped),
+                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: masked_mean(vf_loss),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
+                ENTROPY_KEY: masked_mean(curr_entropy),
+                LEARNER_RESULTS_KL_KEY: mean_kl_loss,  # PPO adapts kl_coeff from this key
+            }
         self.log_objective(module_id, stats, result)
         return total_loss

@@ -59,7 +59,9 @@ class GIPOLearnerMixin:
         arithmetic on small batches.
         """
         self._divergence.update(result.metrics)
-        self._pending_stats[module_id] = {**stats, **result.metrics}
+        # detached: holding the loss terms would keep this minibatch's autograd graph alive into the next one
+        stats = {k: v.detach() if isinstance(v, torch.Tensor) and v.requires_grad else v for k, v in stats.items()}
+        self._pending_stats[module_id] = stats | result.metrics
 
     def log_pending_stats(self) -> None:
         """Log the last minibatch's stats of each module (called by `after_gradient_based_update`)."""

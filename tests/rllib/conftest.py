@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -32,3 +33,4 @@ def ray_session():
     register_metaworld_envs(["reach-v3"])
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
