@@ -1,19 +1,19 @@
 """GIPO vs RLlib's own PPO / APPO on a Meta-World task, with staleness knobs.
 
 The RLlib configs are stock ones; the GIPO versions differ in the import and the config class
-(``PPOConfig`` → ``GIPOConfig``, ``APPOConfig`` → ``AGIPOConfig``). Staleness knobs:
+(`PPOConfig` → `GIPOConfig`, `APPOConfig` → `AGIPOConfig`). Staleness knobs:
 
-- ``--algo ppo``: ``--num-epochs`` / ``--minibatch`` (how often each sample of a batch is reused, mild
-  lag) and ``--policy-lag K`` (env runners act with the learner's weights from K iterations ago, so the
+- `--algo ppo`: `--num-epochs` / `--minibatch` (how often each sample of a batch is reused, mild
+  lag) and `--policy-lag K` (env runners act with the learner's weights from K iterations ago, so the
   learner trains on behaviour log-probs of an older policy);
-- ``--algo appo``: asynchronous env runners (``--env-runners``) and APPO's circular buffer, which keeps
-  ``--buffer-batches`` train batches and reuses each up to ``--buffer-iterations`` times — deep reuse
+- `--algo appo`: asynchronous env runners (`--env-runners`) and APPO's circular buffer, which keeps
+  `--buffer-batches` train batches and reuses each up to `--buffer-iterations` times — deep reuse
   of data from older weights (the policy lag is printed per iteration).
 
-``--stock`` runs RLlib's own algorithm instead; ``--compare`` runs the stock algorithm and then GIPO
-(``--objective``) on the same seed and prints both final success rates. Prints one line per
-iteration, evaluates the deterministic policy every ``--eval-every`` iterations and at the end, and
-writes ``<logdir>/<run name>.json``.
+`--stock` runs RLlib's own algorithm instead; `--compare` runs the stock algorithm and then GIPO
+(`--objective`) on the same seed and prints both final success rates. Prints one line per
+iteration, evaluates the deterministic policy every `--eval-every` iterations and at the end, and
+writes `<logdir>/<run name>.json`.
 
     python examples/rllib_metaworld.py --objective gipo --iterations 40
     python examples/rllib_metaworld.py --objective ppo_clip --policy-lag 4
@@ -45,7 +45,7 @@ ALGORITHMS = {  # --algo: (stock config, stock algorithm), (GIPO config, GIPO al
 
 
 class PolicyLag:
-    """Mixin: after each iteration, env runners get the learner weights from ``policy_lag`` iterations ago."""
+    """Mixin: after each iteration, env runners get the learner weights from `policy_lag` iterations ago."""
 
     policy_lag = 0
 
@@ -106,7 +106,7 @@ LAG_KEYS = ("diff_num_grad_updates_vs_sampler_policy", "policy_lag_p95", "policy
 
 
 def run(args: argparse.Namespace, stock: bool) -> dict:
-    """Train one algorithm; returns the run's summary (also written to ``<logdir>/<name>.json``)."""
+    """Train one algorithm; returns the run's summary (also written to `<logdir>/<name>.json`)."""
     name = f"stock_{args.algo}" if stock else (args.objective if args.algo == "ppo" else f"agipo_{args.objective}")
     run_name = f"{name}_seed{args.seed}" if not args.run_name else args.run_name + (f"_{name}" if args.compare else "")
     algo = build(args, stock)

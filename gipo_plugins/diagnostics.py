@@ -21,6 +21,8 @@ hard clipping on stale data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -149,7 +151,7 @@ class DivergenceMonitor:
         threshold: the p95 of $|\\ell|$ that triggers the warning (default `DIVERGENCE_LOG_RATIO_P95`).
     """
 
-    def __init__(self, warn, threshold: float = DIVERGENCE_LOG_RATIO_P95):
+    def __init__(self, warn: Callable[[str], object], threshold: float = DIVERGENCE_LOG_RATIO_P95):
         self.warn, self.threshold = warn, threshold
         self.warned = False
         self._pending: tuple[Tensor, object] | None = None

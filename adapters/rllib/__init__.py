@@ -5,10 +5,12 @@ Importing this module registers the names `"GIPO"` and `"AGIPO"` with Tune's reg
 through the cluster's registry) and with RLlib's own algorithm table. RLlib has no plugin entry
 point, so registration happens on import.
 
+```pycon
 >>> from gipo_plugins.rllib import GIPOConfig          # instead of PPOConfig
 >>> algo = GIPOConfig().environment("CartPole-v1").training(sigma=1.0).build_algo()
 >>> from gipo_plugins.rllib import AGIPOConfig         # instead of APPOConfig
 >>> algo = AGIPOConfig().environment("CartPole-v1").training(sigma=1.0).build_algo()
+```
 
 Needs the `[rllib]` extra; Meta-World envs (`register_metaworld_envs`) need `[metaworld]`.
 """

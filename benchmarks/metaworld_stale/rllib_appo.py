@@ -16,10 +16,12 @@ sweep's shape (`steps`, `final_eval_success`, `history` rows with `steps` and, a
 `eval_success`; `config.steps_per_iteration` is 0 because evaluation rows carry the env steps at which
 they ran), so `benchmarks.metaworld_stale.aggregate` can read it, plus per iteration: train success and
 return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy lag's mean (RLlib's
-`diff_num_grad_updates_vs_sampler_policy`), p50, p95 and max, and the learner updates done::
+`diff_num_grad_updates_vs_sampler_policy`), p50, p95 and max, and the learner updates done:
 
-    python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minutes: the pipeline works
-    python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
+```
+python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minutes: the pipeline works
+python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
+```
 
 Cost (measured on a shared 2-core machine, 12.85k steps of the `small` settings: 177 CPU-seconds over all
 of the run's processes, ~40 of them start-up and two evaluations): about 9 ms of CPU per env step, so

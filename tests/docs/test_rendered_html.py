@@ -189,7 +189,6 @@ def strip_delimiters(text: str) -> str:
     return next(group for group in match.groups() if group is not None) if match else text
 
 
-@pytest.mark.xfail(reason="docstrings not yet converted (tools/rst_to_md_docstrings.py)", strict=False)
 def test_no_raw_restructuredtext(site: Path, pages: list[Page]) -> None:
     raw = []
     for page in pages:
@@ -199,11 +198,6 @@ def test_no_raw_restructuredtext(site: Path, pages: list[Page]) -> None:
     assert not raw, "raw reStructuredText on the site:\n" + "\n".join(sorted(set(raw)))
 
 
-@pytest.mark.xfail(
-    reason="docs/benchmarks/gridworld_bias_variance.md: a header cell `max |log π/μ|` splits the table "
-    "(written by benchmarks/gridworld/study.py)",
-    strict=False,
-)
 def test_every_markdown_table_renders(site: Path, pages: list[Page]) -> None:
     """A pipe table that Markdown could not parse (a stray `|`, no blank line before it) shows as text."""
     broken = [where(page, site) for page in pages if MARKDOWN_TABLE_RE.search("".join(page.text))]
