@@ -18,8 +18,8 @@ RSS during the first (warm-up) call above its RSS before it (`VmHWM` after reset
 before the call. Time: one warm-up call, then one timed call per round; the variants run interleaved
 in rotating order, and a time ratio is taken within each round.
 
-    python benchmarks/fused_loss_memory.py                  # CPU, 5 rounds -> docs/benchmarks/fused_loss.{csv,md}
-    python benchmarks/fused_loss_memory.py --device cuda    # -> docs/benchmarks/fused_loss_cuda.{csv,md}
+    python -m benchmarks.fused_loss_memory                  # CPU, 5 rounds -> docs/benchmarks/fused_loss.{csv,md}
+    python -m benchmarks.fused_loss_memory --device cuda    # -> docs/benchmarks/fused_loss_cuda.{csv,md}
 
 On a shared machine the measurements can be split into short runs appended to one file:
 `--rounds 0 --raw FILE --no-report` (memory only), `--rounds 1 --no-memory --raw FILE --no-report`
@@ -41,12 +41,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from report import write_report  # noqa: E402
+from benchmarks.report import write_report
+from gipo_plugins import PolicyObjective
+from gipo_plugins.fused import DEFAULT_CHUNK_SIZE, chunked_token_log_probs, fused_linear_policy_loss
 
-from gipo_plugins import PolicyObjective  # noqa: E402
-from gipo_plugins.fused import DEFAULT_CHUNK_SIZE, chunked_token_log_probs, fused_linear_policy_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("unfused", "fused", "fused_logprobs", "trl_head")
 TARGETS = {"memory": 0.25, "time": 1.2}
@@ -180,9 +179,10 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def run_worker(args: argparse.Namespace, variant: str, mode: str) -> dict:
-    command = [sys.executable, __file__, "--worker", variant, "--mode", mode, "--device", args.device,
-               "--threads", str(args.threads), "--tokens", str(args.tokens), "--hidden", str(args.hidden),
-               "--vocab", str(args.vocab), "--chunk-size", str(args.chunk_size)]  # fmt: skip
+    command = [sys.executable, "-m", "benchmarks.fused_loss_memory", "--worker", variant, "--mode", mode,
+               "--device", args.device, "--threads", str(args.threads), "--tokens", str(args.tokens),
+               "--hidden", str(args.hidden), "--vocab", str(args.vocab),
+               "--chunk-size", str(args.chunk_size)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -242,7 +242,7 @@ def report(args: argparse.Namespace, records: list[dict]) -> None:
             "rounds": len(times[v]),
         })  # fmt: skip
     hardware = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
-    command = "python benchmarks/fused_loss_memory.py" + ("" if args.device == "cpu" else f" --device {args.device}")
+    command = "python -m benchmarks.fused_loss_memory" + ("" if args.device == "cpu" else f" --device {args.device}")
     measured = (
         "`torch.cuda.max_memory_allocated()` during the call, minus what was allocated before it"
         if args.device == "cuda"

@@ -1,8 +1,9 @@
 """One table of GIPO's cost per adapter, collected from the three overhead benchmarks' CSVs.
 
 Each ratio was measured against the stock algorithm in the same run by its own script
-(`torchrl_loss_overhead.py`, `rllib_iteration_overhead.py`, `trl_step_overhead.py`); this
-script only gathers them into `docs/benchmarks/overhead.{csv,md}`:
+(`torchrl_loss_overhead`, `rllib_iteration_overhead`, `trl_step_overhead`); this script only
+gathers the ratios, their spread, the issue's target and the verdict into
+`docs/benchmarks/overhead.{csv,md}`:
 
 ```
 python -m benchmarks.overhead_table
@@ -15,30 +16,52 @@ import csv
 
 from benchmarks.report import DOCS, write_report
 
-SOURCES = {  # adapter: (csv stem, stock name, column naming the measurement, its unit)
-    "TorchRL `GIPOLoss`": ("torchrl_loss_overhead", "ClipPPOLoss", "batch", "forward+backward, batch {}"),
-    "RLlib `GIPO`": ("rllib_iteration_overhead", "PPO", "measure", "{}"),
-    "TRL `GIPOTrainer`": ("trl_step_overhead", "GRPOTrainer", "measure", "{}"),
-}
+
+def _torchrl(row: dict[str, str]) -> tuple[str, str, str, str]:
+    spread = f"{float(row['ratio_p10']):.3f}–{float(row['ratio_p90']):.3f} (p10–p90)"
+    return "TorchRL `GIPOLoss`", "ClipPPOLoss", f"forward+backward, batch {row['batch']}", spread
+
+
+def _rllib(row: dict[str, str]) -> tuple[str, str, str, str]:
+    ours, stock = (name.strip() for name in row["algorithm"].split("/"))
+    return f"RLlib `{ours}`", stock, row["measure"], f"{row['spread']} (min–max)"
+
+
+def _trl(row: dict[str, str]) -> tuple[str, str, str, str]:
+    spread = f"{float(row['min']):.3f}–{float(row['max']):.3f} (min–max)"
+    return "TRL `GIPOTrainer`", "GRPOTrainer", row["measure"], spread
+
+
+SOURCES = {"torchrl_loss_overhead": _torchrl, "rllib_iteration_overhead": _rllib, "trl_step_overhead": _trl}
 
 
 def main() -> None:
     rows = []
-    for adapter, (stem, stock, key, what) in SOURCES.items():
+    for stem, describe in SOURCES.items():
         with open(DOCS / f"{stem}.csv") as f:
             for row in csv.DictReader(f):
-                rows.append({"adapter": adapter, "stock": stock, "measure": what.format(row[key]),
-                             "ratio": float(row["ratio"]), "source": f"[{stem}]({stem}.md)"})  # fmt: skip
+                adapter, stock, measure, spread = describe(row)
+                target = row.get("target", "")
+                target = target if not target or target.startswith("≤") else f"≤ {float(target):.2f}"
+                rows.append({
+                    "adapter": adapter, "stock": stock, "measure": measure, "ratio": f"{float(row['ratio']):.3f}",
+                    "spread": spread, "target": target,
+                    "verdict": row.get("verdict", ""), "source": f"[{stem}]({stem}.md)",
+                })  # fmt: skip
+    headers = {
+        "adapter": "adapter", "stock": "against", "measure": "measure", "ratio": "GIPO / stock",
+        "spread": "spread", "target": "target", "verdict": "verdict", "source": "source",
+    }  # fmt: skip
     write_report(
         "overhead",
         "GIPO's overhead per adapter",
         "GIPO time (or memory) divided by the stock algorithm's, each measured in one run on the same "
-        "machine (2 CPU cores, no GPU) by the script on its source page; collected by "
-        "`python -m benchmarks.overhead_table`. Ratios near 1 mean the trust weight and the diagnostics "
-        "cost little next to the model; the fixed ~0.5–1 ms per call shows most at small batches.",
+        "machine (2 CPU cores, no GPU) by the script on its source page, which says how it was timed; collected "
+        "by `python -m benchmarks.overhead_table`. Times are CPU time of the measured thread or process unless "
+        "marked '(wall)', so other jobs on the shared machine inflate them little. A verdict 'within noise' means "
+        "the median misses the target but the target lies inside the spread of the repeated measurements.",
         rows,
-        {"adapter": "adapter", "stock": "against", "measure": "measure", "ratio": "GIPO / stock", "source": "source"},
-        digits=2,
+        headers,
     )
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
 
 def _cell(value: object, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    """A table cell: floats to `digits` places, a missing value (NaN, e.g. an interval of one run) as "–"."""
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
 
 
 def write_report(name: str, title: str, description: str, rows: list[dict], headers: dict[str, str],

@@ -18,7 +18,7 @@ contains 1 is within noise. `--pause-sweep PATTERN` stops the processes matching
 -f`) during each round and always continues them afterwards (only the ones it stopped); rounds are
 kept under 5 minutes. Written to `docs/benchmarks/rllib_iteration_overhead.{csv,md}`.
 
-    python benchmarks/rllib_iteration_overhead.py --rounds 5 --pause-sweep gipo_plugins.torchrl.recipe
+    python -m benchmarks.rllib_iteration_overhead --rounds 5 --pause-sweep gipo_plugins.torchrl.recipe
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def main() -> None:
     write_report(
         "rllib_iteration_overhead",
         "RLlib: GIPO vs PPO and AGIPO vs APPO, seconds per iteration",
-        f"Made by `python benchmarks/rllib_iteration_overhead.py --rounds {args.rounds} --iterations "
+        f"Made by `python -m benchmarks.rllib_iteration_overhead --rounds {args.rounds} --iterations "
         f"{args.iterations} --repeats {args.repeats}"
         f"{' --pause-sweep ' + args.pause_sweep if args.pause_sweep else ''}`: Meta-World "
         f"{args.task}, 200-step episodes, local sampling and learner, 1 torch thread, ray {ray.__version__}, "

@@ -83,6 +83,12 @@ def iqm_with_ci(per_task: list[np.ndarray], seed: int = 0) -> tuple[float, float
     return point, float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
+def _interval(row: dict, score: str) -> str:
+    """`[low, high]` of a row's 95 % interval for `score`, or a note when there is none (one seed per task)."""
+    low, high = row[f"{score}_low"], row[f"{score}_high"]
+    return "(no interval yet: a task with one seed)" if np.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+
+
 def mean_with_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """Mean and 95 % percentile-bootstrap interval (paired differences; no interval from one pair)."""
     if len(values) < 2:
@@ -140,6 +146,15 @@ def _mean_eval_curve(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.
     steps = curves[0][0]
     values = np.array([c[1] for c in curves if len(c[1]) == len(steps)])
     return steps, values.mean(0), values.std(0) / np.sqrt(len(values))
+
+
+PROVENANCE = {  # runs made by an earlier revision of the recipe: same protocol and math, said on the page
+    "stale_reach-v3_gipo_seed0": (
+        "The reach-v3 seed-0 pair ran on the recipe's first revision: the same protocol and updates, but "
+        "critic-only steps recomputed the encoder features (float sums in another order) and the age-split "
+        "diagnostics were probed at an iteration's first actor step instead of its last."
+    ),
+}
 
 
 def write(preset_name: str, preset, runs: list, results: Path) -> Path:
@@ -208,8 +223,9 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
         f"over tasks × seeds with stratified-bootstrap 95 % CIs ({REPS} resamples). Diagnostics are means over "
         "the second half of training, measured at each iteration's last actor step; *fresh* samples were collected "
         "in the current iteration, *old* ones ≥ 10 iterations ago. Per-run scores: "
-        "[metaworld_stale_runs.csv](metaworld_stale_runs.csv).\n\n"
-        "![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
+        "[metaworld_stale_runs.csv](metaworld_stale_runs.csv)."
+        + "".join(f" {note}" for name, note in PROVENANCE.items() if any(run.name == name for run in summaries))
+        + "\n\n![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
         "![diagnostics](../img/metaworld_stale_diagnostics.png)"
     )
     headers = {
@@ -245,10 +261,10 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
         g, p = by[(regime, "gipo", "all")], by[(regime, "ppo_clip", "all")]
         lines.append(f"### {regime.capitalize()} regime ({len(pairs)} paired task × seed runs)")
         lines.append("")
-        lines.append(f"- Final success IQM: GIPO {g['final_iqm']:.2f} [{g['final_low']:.2f}, {g['final_high']:.2f}] "
-                     f"vs PPO-clip {p['final_iqm']:.2f} [{p['final_low']:.2f}, {p['final_high']:.2f}]; "
-                     f"AUC IQM: GIPO {g['auc_iqm']:.2f} [{g['auc_low']:.2f}, {g['auc_high']:.2f}] vs PPO-clip "
-                     f"{p['auc_iqm']:.2f} [{p['auc_low']:.2f}, {p['auc_high']:.2f}].")  # fmt: skip
+        iv = _interval
+        lines.append(f"- Final success IQM: GIPO {g['final_iqm']:.2f} {iv(g, 'final')} vs PPO-clip "
+                     f"{p['final_iqm']:.2f} {iv(p, 'final')}; AUC IQM: GIPO {g['auc_iqm']:.2f} {iv(g, 'auc')} "
+                     f"vs PPO-clip {p['auc_iqm']:.2f} {iv(p, 'auc')}.")  # fmt: skip
         for name, score in (("final success", final_success), ("AUC", auc)):
             diff = np.array([score(gipo["runs"][k]) - score(ppo["runs"][k]) for k in pairs])
             mean, low, high = mean_with_ci(diff)
