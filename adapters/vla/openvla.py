@@ -68,7 +68,13 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gipo_plugins.vla.actions import N_BINS, PROMPT
-from gipo_plugins.vla.policy import ActionPredictionMixin, next_token_loss, register_auto_classes, splice_patches
+from gipo_plugins.vla.policy import (
+    ActionPredictionMixin,
+    check_pixel_values,
+    next_token_loss,
+    register_auto_classes,
+    splice_patches,
+)
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -361,16 +367,6 @@ class OpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
-    def _check_pixels(self, pixel_values: Tensor | None, batch: int) -> Tensor:
-        size, channels = self.config.image_size, 3 * len(self.tower_dims)
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (the policy acts from images)")
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
-            raise ValueError(f"pixel_values must be [B, {channels}, {size}, {size}], got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] != batch:
-            raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}")
-        return pixel_values
-
     def forward(
         self,
         input_ids: Tensor,
@@ -380,7 +376,9 @@ class OpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
         logits_to_keep: int = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        pixel_values = self._check_pixels(pixel_values, input_ids.shape[0])
+        pixel_values = check_pixel_values(
+            pixel_values, input_ids.shape[0], 3 * len(self.tower_dims), self.config.image_size
+        )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         dtype = self.projector.fc1.weight.dtype

@@ -164,6 +164,17 @@ def decode_actions(policy: VLAPolicy, token_ids: Tensor, unnorm_key: str | None 
 # --------------------------------------------------------------------------------------------------
 
 
+def check_pixel_values(pixel_values: Tensor | None, batch: int, channels: int, size: int) -> Tensor:
+    """`pixel_values` if it is a `[batch, channels, size, size]` tensor; a `ValueError` naming it otherwise."""
+    if pixel_values is None:
+        raise ValueError("pixel_values are required (the policy acts from images)")
+    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
+        raise ValueError(f"pixel_values must be [B, {channels}, {size}, {size}], got {tuple(pixel_values.shape)}")
+    if pixel_values.shape[0] != batch:
+        raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}")
+    return pixel_values
+
+
 def splice_patches(text: Tensor, patches: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """OpenVLA's multimodal sequence: the projected patches right after each row's BOS.
 

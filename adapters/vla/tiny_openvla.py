@@ -50,7 +50,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from gipo_plugins.trl.tiny import build_tokenizer as build_bpe_tokenizer
 from gipo_plugins.vla.actions import N_BINS, PROMPT, ActionTokenizer, normalize
-from gipo_plugins.vla.policy import ActionPredictionMixin, next_token_loss, register_auto_classes, splice_patches
+from gipo_plugins.vla.policy import (
+    ActionPredictionMixin,
+    check_pixel_values,
+    next_token_loss,
+    register_auto_classes,
+    splice_patches,
+)
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -155,20 +161,10 @@ class TinyOpenVLAModel(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def _check_pixels(self, pixel_values: Tensor | None, batch: int) -> Tensor:
-        size = self.config.image_size
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (the policy acts from images)")
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
-            raise ValueError(f"pixel_values must be [B, 3, {size}, {size}], got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] != batch:
-            raise ValueError(f"pixel_values has batch {pixel_values.shape[0]}, input_ids has {batch}")
-        return pixel_values
-
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs
     ) -> BaseModelOutputWithPast:
-        pixel_values = self._check_pixels(pixel_values, input_ids.shape[0])
+        pixel_values = check_pixel_values(pixel_values, input_ids.shape[0], 3, self.config.image_size)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         patches = self.projector(self.vision_backbone(pixel_values.to(self.projector.fc1.weight.dtype)))  # [B, P, d]
