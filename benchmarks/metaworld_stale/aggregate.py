@@ -251,6 +251,14 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
     seeds = list(preset.seeds)
     lines = ["## What this run shows (computed from the numbers above)", ""]
     by = {(r["regime"], r["variant"], r["task"]): r for r in rows}
+    if preset.task_choice:
+        learned = []
+        for task in preset.tasks:
+            finals = [final_success(s) for g in groups.values() for (t, _), s in g["runs"].items() if t == task]
+            if finals:
+                learned.append(f"{task} {sum(f > 0 for f in finals)} of {len(finals)} (best {max(finals):.2f})")
+        lines += ["### The tasks", "", preset.task_choice + " Runs with a non-zero final greedy success, any "
+                  "objective: " + "; ".join(learned) + ".", ""]  # fmt: skip
     for regime, (regime_tasks, variants) in preset.regimes().items():
         if not {"gipo", "ppo_clip"} <= set(variants):
             continue
