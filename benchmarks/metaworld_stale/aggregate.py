@@ -312,6 +312,12 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
             lines.append(f"- Sample efficiency: GIPO's mean greedy success curve reaches 80 % of its final level "
                          f"({level:.2f}) at {n_g:,.0f} env steps; {reach}.")  # fmt: skip
         if regime == "stale":
+            early = [h for s in summaries_p for h in s["history"][: len(s["history"]) // 2]]
+            early_old = np.mean([h["dead_fraction_old"] for h in early if "dead_fraction_old" in h])
+            early_fresh = np.mean([h["dead_fraction_fresh"] for h in early if "dead_fraction_fresh" in h])
+            lines.append(f"- Dead fraction of PPO-clip in the first half of training: {early_fresh:.2f} on fresh "
+                         f"samples, {early_old:.2f} on samples ≥ 10 iterations old (it falls over training: "
+                         "see the diagnostics plot).")  # fmt: skip
             lines.append(f"- Dead fraction of PPO-clip (second half of training): {p['dead_fresh']:.2f} on fresh "
                          f"samples, {p['dead_old']:.2f} on samples ≥ 10 iterations old; GIPO suppresses "
                          f"(w < 1e-3) {g['suppressed_old']:.2f} of the old ones and keeps an ESS of {g['ess']:.2f} "
