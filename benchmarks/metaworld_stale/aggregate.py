@@ -330,7 +330,7 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
 
 
 def _plot_curves(preset, groups: dict) -> None:
-    regimes = preset.regimes()
+    regimes = {r: tv for r, tv in preset.regimes().items() if any(g[0] == r for g in groups)}  # regimes with runs
     fig, axes = plt.subplots(2, len(regimes), figsize=(5.5 * len(regimes), 7), squeeze=False)
     for j, (regime, (_, variants)) in enumerate(regimes.items()):
         for variant in variants:
