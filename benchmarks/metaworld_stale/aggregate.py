@@ -246,6 +246,30 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
     )
 
 
+LABELS = {"sapo": "SAPO", "is": "plain IS", "gipo_neg0.5": "GIPO (σ⁻ = 0.5)"}
+
+
+def _paired_lines(gipo: dict, other: dict, label: str, tasks: int) -> list[str]:
+    """Paired final-success and AUC differences GIPO − `label` over their common task × seed runs, with verdicts."""
+    pairs = sorted(set(gipo) & set(other))
+    lines = []
+    for name, score in (("final success", final_success), ("AUC", auc)):
+        diff = np.array([score(gipo[k]) - score(other[k]) for k in pairs])
+        mean, low, high = mean_with_ci(diff)
+        if len(diff) < MIN_PAIRS:
+            lines.append(f"- Paired {name} difference GIPO − {label}: {mean:+.2f} over {len(diff)} pair(s): "
+                         f"too few for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
+            continue
+        verdict = "GIPO ahead" if low > 0 else f"{label} ahead" if high < 0 else "no significant difference"
+        line = f"- Paired {name} difference GIPO − {label}: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → {verdict}."
+        if verdict == "no significant difference" and abs(mean) > 0:
+            needed = int(np.ceil((1.96 * diff.std(ddof=1) / abs(mean)) ** 2)) if diff.std(ddof=1) > 0 else len(diff)
+            line += (f" At this spread, a 95 % interval excluding 0 would take about {needed} paired runs "
+                     f"(~{int(np.ceil(needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
+        lines.append(line)
+    return lines
+
+
 def findings(preset, groups: dict, rows: list[dict]) -> str:
     """The report's conclusions, computed from the numbers."""
     seeds = list(preset.seeds)
@@ -273,22 +297,14 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
         lines.append(f"- Final success IQM: GIPO {g['final_iqm']:.2f} {iv(g, 'final')} vs PPO-clip "
                      f"{p['final_iqm']:.2f} {iv(p, 'final')}; AUC IQM: GIPO {g['auc_iqm']:.2f} {iv(g, 'auc')} "
                      f"vs PPO-clip {p['auc_iqm']:.2f} {iv(p, 'auc')}.")  # fmt: skip
-        for name, score in (("final success", final_success), ("AUC", auc)):
-            diff = np.array([score(gipo["runs"][k]) - score(ppo["runs"][k]) for k in pairs])
-            mean, low, high = mean_with_ci(diff)
-            if len(diff) < MIN_PAIRS:
-                lines.append(f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} over {len(diff)} pair(s): "
-                             f"too few for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
-                continue
-            verdict = "GIPO ahead" if low > 0 else "PPO-clip ahead" if high < 0 else "no significant difference"
-            line = (f"- Paired {name} difference GIPO − PPO-clip: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → "
-                    f"{verdict}.")  # fmt: skip
-            if verdict == "no significant difference" and abs(mean) > 0:
-                needed = int(np.ceil((1.96 * diff.std(ddof=1) / abs(mean)) ** 2)) if diff.std(ddof=1) > 0 else len(diff)
-                tasks = len(regime_tasks)
-                line += (f" At this spread, a 95 % interval excluding 0 would take about {needed} paired runs "
-                         f"(~{int(np.ceil(needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
-            lines.append(line)
+        lines += _paired_lines(gipo["runs"], ppo["runs"], "PPO-clip", len(regime_tasks))
+        for other in variants:
+            if other not in ("gipo", "ppo_clip") and groups.get((regime, other)) and (regime, other, "all") in by:
+                o, label = by[(regime, other, "all")], LABELS.get(other, other)
+                lines.append(f"- {label}: final success IQM {o['final_iqm']:.2f} {iv(o, 'final')} over {o['runs']} "
+                             f"runs; AUC IQM {o['auc_iqm']:.2f} {iv(o, 'auc')}.")  # fmt: skip
+                lines += _paired_lines(gipo["runs"], groups[(regime, other)]["runs"], LABELS.get(other, other),
+                                       len(regime_tasks))  # fmt: skip
         better = sum(final_return(gipo["runs"][k]) > final_return(ppo["runs"][k]) for k in pairs)
         per_task = "; ".join(
             f"{t} {by[(regime, 'gipo', t)]['final_return']:,.0f} vs {by[(regime, 'ppo_clip', t)]['final_return']:,.0f}"
