@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import write_report
+from benchmarks.rss import reset_peak_rss, rss_kib
 from gipo_plugins import PolicyObjective
 from gipo_plugins.fused import DEFAULT_CHUNK_SIZE, chunked_token_log_probs, fused_linear_policy_loss
 
@@ -102,24 +103,6 @@ def loss_fn(variant: str, x: dict, chunk_size: int):
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def _rss_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _step(fn, x: dict, device: torch.device) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) of one forward + backward."""
     x["hidden"].grad = x["weight"].grad = None
@@ -167,10 +150,10 @@ def worker(args: argparse.Namespace) -> dict:
         else:
             out["peak_bytes"] = _allocator_peak_cpu(fn, x)
         return out
-    rss_before = _rss_kib("VmRSS") if _reset_peak_rss() else None
+    rss_before = rss_kib("VmRSS") if reset_peak_rss() else None
     out["warmup_s"] = _step(fn, x, device)[0]
     if rss_before is not None:
-        out["rss_peak_bytes"] = (_rss_kib("VmHWM") - rss_before) * 1024
+        out["rss_peak_bytes"] = (rss_kib("VmHWM") - rss_before) * 1024
     out["time_s"], out["cpu_s"] = _step(fn, x, device)
     return out
 

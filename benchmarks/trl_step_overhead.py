@@ -33,6 +33,8 @@ from pathlib import Path
 
 from benchmarks.report import write_report
 
+ROOT = Path(__file__).resolve().parents[1]
+
 WORKER = r"""
 import json, os, resource, sys, time
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
@@ -42,6 +44,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from transformers import PreTrainedTokenizerFast
 from gipo_plugins.trl import GIPOConfig, GIPOTrainer
+from benchmarks.rss import reset_peak_rss, rss_kib
 
 def letter_reward(completions, **kwargs):
     return [c.count("a") / max(len(c), 1) for c in completions]
@@ -58,17 +61,13 @@ else:
 dataset = Dataset.from_dict({"prompt": ["Say a: "] * 4096})
 trainer = cls(model=model, reward_funcs=letter_reward, args=args, train_dataset=dataset,
               processing_class=PreTrainedTokenizerFast.from_pretrained(model))
-def rss_kib(field):
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
-
 clock = time.perf_counter if cuda else time.process_time
 if cuda:
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated() / 2**20
 else:
-    with open("/proc/self/clear_refs", "w") as refs:  # VmHWM := VmRSS
-        refs.write("5")
+    if not reset_peak_rss():
+        raise SystemExit("cannot reset the peak RSS through /proc/self/clear_refs")
     before = rss_kib("VmRSS") / 1024
 start = clock()
 trainer.train()
@@ -93,7 +92,7 @@ def main() -> None:
             for name in results:
                 out = subprocess.run(
                     [sys.executable, "-c", WORKER, name, model, str(args.steps), tmp],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True, text=True, check=True, cwd=ROOT,  # the worker imports benchmarks.rss
                 )  # fmt: skip
                 results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"repeat {repeat + 1} {name}: {results[name][-1]}", flush=True)
