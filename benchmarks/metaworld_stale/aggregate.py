@@ -303,8 +303,7 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
                 o, label = by[(regime, other, "all")], LABELS.get(other, other)
                 lines.append(f"- {label}: final success IQM {o['final_iqm']:.2f} {iv(o, 'final')} over {o['runs']} "
                              f"runs; AUC IQM {o['auc_iqm']:.2f} {iv(o, 'auc')}.")  # fmt: skip
-                lines += _paired_lines(gipo["runs"], groups[(regime, other)]["runs"], LABELS.get(other, other),
-                                       len(regime_tasks))  # fmt: skip
+                lines += _paired_lines(gipo["runs"], groups[(regime, other)]["runs"], label, len(regime_tasks))
         better = sum(final_return(gipo["runs"][k]) > final_return(ppo["runs"][k]) for k in pairs)
         per_task = "; ".join(
             f"{t} {by[(regime, 'gipo', t)]['final_return']:,.0f} vs {by[(regime, 'ppo_clip', t)]['final_return']:,.0f}"
