@@ -16,6 +16,14 @@ def _cell(value: object, digits: int) -> str:
     return str(value)
 
 
+def verdict(ratio: float, best: float, target: float | None) -> str:
+    """A ratio against its target: "met" (median ≤ target), "within noise" (only the best round or the low end
+    of the spread, `best`, meets it) or "missed"; "" without a target."""
+    if target is None:
+        return ""
+    return "met" if ratio <= target else "within noise" if best <= target else "missed"
+
+
 def write_report(name: str, title: str, description: str, rows: list[dict], headers: dict[str, str],
                  *, digits: int = 3, footer: str = "") -> Path:  # fmt: skip
     """CSV of `rows` (all keys) and a markdown page: title, description, a table of `headers`' columns.

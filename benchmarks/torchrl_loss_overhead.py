@@ -27,7 +27,7 @@ from torch import nn
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 
-from benchmarks.report import write_report
+from benchmarks.report import verdict, write_report
 from gipo_plugins.torchrl import GIPOLoss
 
 TARGETS = {256: 1.05}  # and 1.02 from 2k samples on
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": size, "clip_ppo_ms": statistics.median(times["ClipPPOLoss"]) * 1e3,
             "gipo_ms": statistics.median(times["GIPOLoss"]) * 1e3, "ratio": ratio, "ratio_p10": low,
             "ratio_p90": high, "target": target(size),
-            "verdict": "met" if ratio <= target(size) else "within noise" if low <= target(size) else "missed",
+            "verdict": verdict(ratio, low, target(size)),
         })  # fmt: skip
         print(f"batch {size:>6}: ratio {ratio:.3f} [{low:.3f}, {high:.3f}]", flush=True)
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.report import write_report
+from benchmarks.report import verdict, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,8 +106,7 @@ def main() -> None:
             "measure": measure, "grpo": statistics.median(r[key] for r in results["grpo"]),
             "gipo": statistics.median(r[key] for r in results["gipo"]), "ratio": ratio, "min": ratios[0],
             "max": ratios[-1], "target": "" if target is None else target,
-            "verdict": "" if target is None else "met" if ratio <= target else "within noise" if ratios[0] <= target
-            else "missed",
+            "verdict": verdict(ratio, ratios[0], target),
         })  # fmt: skip
     write_report(
         "trl_step_overhead",

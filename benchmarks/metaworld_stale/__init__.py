@@ -1,0 +1,1 @@
+"""The Meta-World stale-data sweep on the TorchRL recipe (`sweep`, `aggregate`) and its RLlib APPO row."""
