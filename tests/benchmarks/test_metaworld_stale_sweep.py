@@ -80,3 +80,23 @@ def test_final_success_and_auc():
     assert aggregate.auc(summary) == pytest.approx(area / 2000)
     assert aggregate.steps_to_reach(steps, success, 0.35) == pytest.approx(750)
     assert np.isnan(aggregate.steps_to_reach(steps, success, 1.1))
+
+
+def test_stale_against_fresh_pairs_runs_by_task_and_seed_on_the_fresh_tasks():
+    preset = sweep.PRESETS["small"]
+    fresh_tasks = preset.regimes()["fresh"][0]
+    groups = {}
+    for regime, level in (("stale", 0.25), ("fresh", 0.75)):
+        for variant in ("gipo", "ppo_clip"):
+            runs = {
+                (t, s): _summary([(0, 0.0), (1500, level + 0.01 * s)]) for t in sweep.SMALL_TASKS for s in (0, 1, 2)
+            }
+            if regime == "fresh":
+                runs = {k: v for k, v in runs.items() if k[0] in fresh_tasks}
+            groups[(regime, variant)] = {"runs": runs}
+    lines = aggregate._staleness_lines(preset, groups)
+    assert lines[0].startswith("### Stale against fresh") and len(lines) == 4 + 2 + 1
+    # 6 pairs (2 fresh tasks × 3 seeds), each stale − fresh = 0.25 − 0.75 exactly: the interval is the point
+    assert "paired stale − fresh -0.50 [-0.50, -0.50] over 6 runs" in lines[4]
+    del groups[("fresh", "ppo_clip")]  # a variant without its fresh runs is left out, not reported empty
+    assert [line.split(":")[0] for line in aggregate._staleness_lines(preset, groups)[4:-1]] == ["- GIPO"]
