@@ -40,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.metaworld_stale.aggregate import mean_with_ci
+from benchmarks.metaworld_stale.aggregate import mean_with_ci, pairs_needed
 from benchmarks.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+IMG = ROOT / "docs" / "img"
 COLORS = {"gipo": "tab:blue", "dapo": "tab:red", "sapo": "tab:green", "grpo": "tab:orange"}
 DEAD = {"gipo": "gipo/suppressed_fraction"}
 """Per-loss metric of tokens that no longer drive the gradient (clipped losses: `clip_ratio/region_mean`)."""
@@ -147,7 +148,8 @@ def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], l
         differences = np.array([final[reference, s] - final[loss, s] for s in seeds])
         mean, low, high = mean_with_ci(differences)
         pairs.append({"comparison": f"{reference} - {loss}", "pairs": len(seeds), "mean_difference": mean,
-                      "ci_low": low, "ci_high": high, "separated": bool(low > 0 or high < 0)})  # fmt: skip
+                      "ci_low": low, "ci_high": high, "separated": bool(low > 0 or high < 0),
+                      "pairs_needed": pairs_needed(differences) if len(seeds) > 1 else None})  # fmt: skip
     return rows, pairs
 
 
@@ -184,14 +186,26 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
     """Write `docs/benchmarks/vla_metaworld.{csv,md}` and the figure."""
     loss_types = list(preset.loss_types)
     rows, pairs = summarize(results, loss_types)
-    image = ROOT / "docs/img/vla_metaworld_stale.png"
+    image = IMG / "vla_metaworld_stale.png"
     plot(results, loss_types, image)
     args = results[0]["args"]
     lines = [f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
              f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — "
-             f"{'separated' if p['separated'] else 'not separated'}" for p in pairs]  # fmt: skip
+             + ("separated" if p["separated"] else "not separated"
+                + ("" if not p["pairs_needed"] or p["mean_difference"] == 0 else
+                   f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"))
+             for p in pairs]  # fmt: skip
+    seeds = sorted({r["seed"] for r in results})
+    partial = len(seeds) < len(preset.seeds)
     description = (
-        f"Made by `{command}` on a 2-core CPU. One SFT checkpoint (tiny OpenVLA, {args['demo_episodes']} "
+        (
+            f"**Partial: {len(seeds)} of the preset's {len(preset.seeds)} seeds per loss have run** (seeds "
+            f"{', '.join(map(str, seeds))}); `python -m benchmarks.vla_posttrain --preset full` resumes and adds the "
+            "rest.\n\n"
+            if partial
+            else ""
+        )
+        + f"Made by `{command}` on a 2-core CPU. One SFT checkpoint (tiny OpenVLA, {args['demo_episodes']} "
         f"scripted-expert episodes, {args['sft_epochs']} epochs), then {args['max_steps']} optimizer steps per run: "
         f"batches of {args['episodes_per_step']} episodes ({args['num_generations']} per goal, {args['horizon']} env "
         f"steps), each batch reused for **{args['num_iterations']} passes** (stale). Success = greedy policy solved "

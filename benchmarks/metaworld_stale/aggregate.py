@@ -99,6 +99,15 @@ def mean_with_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float
     return float(np.mean(values)), float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
+def pairs_needed(differences: np.ndarray) -> int:
+    """Paired runs a 95 % interval would need to exclude 0 at this mean difference and spread.
+
+    $n = \\lceil (1.96\\, s_d / |\\bar d|)^2 \\rceil$ (normal approximation; $s_d$ the sample standard deviation).
+    """
+    mean, spread = abs(float(np.mean(differences))), float(np.std(differences, ddof=1))
+    return int(np.ceil((1.96 * spread / mean) ** 2)) if mean > 0 and spread > 0 else len(differences)
+
+
 def steps_to_reach(steps: np.ndarray, curve: np.ndarray, level: float) -> float:
     """First env step at which `curve` reaches `level` (linear interpolation); `nan` if never."""
     above = np.nonzero(curve >= level)[0]
@@ -263,7 +272,7 @@ def _paired_lines(gipo: dict, other: dict, label: str, tasks: int) -> list[str]:
         verdict = "GIPO ahead" if low > 0 else f"{label} ahead" if high < 0 else "no significant difference"
         line = f"- Paired {name} difference GIPO − {label}: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → {verdict}."
         if verdict == "no significant difference" and abs(mean) > 0:
-            needed = int(np.ceil((1.96 * diff.std(ddof=1) / abs(mean)) ** 2)) if diff.std(ddof=1) > 0 else len(diff)
+            needed = pairs_needed(diff)
             line += (f" At this spread, a 95 % interval excluding 0 would take about {needed} paired runs "
                      f"(~{int(np.ceil(needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
         lines.append(line)

@@ -7,7 +7,9 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from benchmarks.vla_posttrain import PRESETS, staleness, summarize
+import benchmarks.report
+import benchmarks.vla_posttrain
+from benchmarks.vla_posttrain import PRESETS, report, staleness, summarize
 from examples.vla_metaworld import TRAIN_METRICS
 
 
@@ -37,6 +39,8 @@ def test_paired_difference_separates_only_when_every_seed_agrees():
     noisy = [summary("dapo", s, 0.6 + 0.3 * rng.standard_normal(), [0.4], 0.3) for s in range(10)]
     _, (pair,) = summarize(gipo + noisy, ["gipo", "dapo"])
     assert not pair["separated"] and pair["ci_low"] < 0 < pair["ci_high"]
+    d = np.array([g["final_success"] - n["final_success"] for g, n in zip(gipo, noisy, strict=True)])
+    assert pair["pairs_needed"] == int(np.ceil((1.96 * d.std(ddof=1) / abs(d.mean())) ** 2)) > 10
 
 
 def test_staleness_ignores_steps_without_a_measurement_and_missing_losses_fail():
@@ -53,3 +57,21 @@ def test_full_preset_is_the_documented_stale_regime():
     assert full.loss_types == ("gipo", "dapo") and len(full.seeds) == 10 and full.report
     assert int(args["--num-iterations"]) == 8 and int(args["--eval-goals"]) == 50
     assert not PRESETS["smoke"].report  # the smoke run never writes under docs/
+
+
+def test_a_partial_run_writes_a_page_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
+    monkeypatch.setattr(benchmarks.vla_posttrain, "IMG", tmp_path)
+    full = PRESETS["full"]
+    pairs = zip(full.example_args[::2], full.example_args[1::2], strict=True)
+    args = {k.lstrip("-").replace("-", "_"): v for k, v in pairs}
+    results = []
+    for seed in (0, 1, 2):
+        for loss, final in (("gipo", 0.3 + 0.1 * seed), ("dapo", 0.2)):
+            run = summary(loss, seed, final, [0.5, 1.5], 0.01) | {"args": args}
+            run["curve"] = [{"episodes": 0, "eval_success_rate": 0.2}, {"episodes": 8, "eval_success_rate": final}]
+            results.append(run)
+    page = report(full, results, "python -m benchmarks.vla_posttrain --preset full --seeds 0 1 2").read_text()
+    assert "**Partial: 3 of the preset's 10 seeds per loss have run** (seeds 0, 1, 2)" in page
+    assert "gipo - dapo** (paired by seed, 3 pairs): +20.0 points" in page
+    assert (tmp_path / "vla_metaworld_stale.png").exists() and (tmp_path / "vla_metaworld.csv").exists()
