@@ -234,6 +234,12 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
         "in the current iteration, *old* ones ≥ 10 iterations ago. Per-run scores: "
         "[metaworld_stale_runs.csv](metaworld_stale_runs.csv)."
         + "".join(f" {note}" for name, note in PROVENANCE.items() if any(run.name == name for run in summaries))
+        + (
+            " The RLlib APPO row (asynchronous runners, circular-buffer reuse) has its own page: "
+            "[metaworld_stale_rllib_appo.md](metaworld_stale_rllib_appo.md)."
+            if (DOCS / "metaworld_stale_rllib_appo.md").exists()
+            else ""
+        )
         + "\n\n![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
         "![diagnostics](../img/metaworld_stale_diagnostics.png)"
     )

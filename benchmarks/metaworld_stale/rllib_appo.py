@@ -10,8 +10,11 @@ surrogate, so that row is stock APPO). Settings, per run: 2 remote env runners, 
 no entropy bonus, no KL penalty (APPO's default), 500-step episodes, greedy evaluations every 12 500
 env steps on seeded goals.
 
-Resumable: each finished run leaves `<workdir>/<run>.json` and is never rerun; each run is its own
-process with its own Ray instance (own temp dir), `--workers` at a time. A summary has the TorchRL
+Resumable: each finished run's summary is kept, gzipped, in
+`benchmarks/metaworld_stale/results/rllib_appo_<preset>/` (tracked) and never rerun; each run is its
+own process with its own Ray instance (own temp dir), `--workers` at a time. When the runs are done
+(or with `--report-only`, from what has finished) `benchmarks.metaworld_stale.appo_report` writes
+`docs/benchmarks/metaworld_stale_rllib_appo.{csv,md}` and its figure. A summary has the TorchRL
 sweep's shape (`steps`, `final_eval_success`, `history` rows with `steps` and, at evaluations,
 `eval_success`; `config.steps_per_iteration` is 0 because evaluation rows carry the env steps at which
 they ran), so `benchmarks.metaworld_stale.aggregate` can read it, plus per iteration: train success and
@@ -21,6 +24,7 @@ return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy lag's mean (RLli
 ```
 python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minutes: the pipeline works
 python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
+python -m benchmarks.metaworld_stale.rllib_appo --preset small --report-only  # the page from finished runs
 ```
 
 Cost (measured on a shared 2-core machine, 12.85k steps of the `small` settings: 177 CPU-seconds over all
@@ -42,8 +46,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
+
+from benchmarks.metaworld_stale.sweep import keep_finished, load_summary
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "metaworld_stale" / "results"
+IMG = ROOT / "docs" / "img"
 VARIANTS = ("gipo", "ppo_clip")
 
 
@@ -77,9 +86,19 @@ def run_name(task: str, variant: str, seed: int) -> str:
     return f"appo_{task}_{variant}_seed{seed}"
 
 
-def runs_of(preset: Preset) -> list[tuple[str, str, int]]:
+class AppoRun(NamedTuple):
+    task: str
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return run_name(*self)
+
+
+def runs_of(preset: Preset) -> list[AppoRun]:
     """(task, variant, seed) of every run, seed-major (a sweep cut short has whole seeds)."""
-    return [(task, variant, seed) for seed in preset.seeds for task in preset.tasks for variant in VARIANTS]
+    return [AppoRun(task, variant, seed) for seed in preset.seeds for task in preset.tasks for variant in VARIANTS]
 
 
 def _finite(value) -> float | None:
@@ -181,11 +200,11 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
     return summary
 
 
-def sweep(preset_name: str, workdir: Path, workers: int, total_steps: int | None = None) -> list[Path]:
-    """Run the missing runs of the preset, `workers` processes at a time; returns the summaries' paths."""
+def sweep(preset_name: str, workdir: Path, results: Path, workers: int, total_steps: int | None = None) -> None:
+    """Run the missing runs of the preset, `workers` processes at a time, keeping each summary in `results`."""
     preset = PRESETS[preset_name]
     runs = runs_of(preset)
-    todo = [r for r in runs if not (workdir / f"{run_name(*r)}.json").exists()]
+    todo = keep_finished(runs, workdir, results)
     finished = len(runs) - len(todo)
     print(f"rllib_appo {preset_name}: {len(runs)} runs, {finished} finished, {len(todo)} to go", flush=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,27 +212,36 @@ def sweep(preset_name: str, workdir: Path, workers: int, total_steps: int | None
     failed, done = [], 0
     while todo or running:
         while todo and len(running) < workers:
-            task, variant, seed = todo.pop(0)
-            name = run_name(task, variant, seed)
+            task, variant, seed = run = todo.pop(0)
+            name = run.name
             cmd = [sys.executable, "-m", "benchmarks.metaworld_stale.rllib_appo", "--preset", preset_name,
                    "--workdir", str(workdir), "--run", task, variant, str(seed),
                    *(["--total-steps", str(total_steps)] if total_steps else [])]  # fmt: skip
             with open(workdir / f"{name}.log", "w") as log:
-                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)] = (name, time.time())
+                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)] = (run, time.time())
         time.sleep(5)
         for process in [p for p in running if p.poll() is not None]:
-            name, began = running.pop(process)
+            run, began = running.pop(process)
             done += 1
-            if process.returncode:
-                failed.append(name)
-                print(f"[{done}] {name}: failed (log: {workdir / name}.log)", flush=True)
+            if process.returncode or keep_finished([run], workdir, results):
+                failed.append(run.name)
+                print(f"[{done}] {run.name}: failed (log: {workdir / run.name}.log)", flush=True)
             else:
-                summary = json.loads((workdir / f"{name}.json").read_text())
-                print(f"[{done}] {name}: final greedy success {summary['final_eval_success']:.2f} "
+                summary = load_summary(results, run)
+                print(f"[{done}] {run.name}: final greedy success {summary['final_eval_success']:.2f} "
                       f"({time.time() - began:.0f} s)", flush=True)  # fmt: skip
     if failed:
         raise SystemExit(f"{len(failed)} runs failed: {failed}")
-    return [workdir / f"{run_name(*r)}.json" for r in runs]
+
+
+def report(preset_name: str, workdir: Path, results: Path) -> None:
+    """Write the APPO page from the finished runs (kept ones, and any finished in `workdir` not kept yet)."""
+    from benchmarks.metaworld_stale import appo_report
+
+    runs = runs_of(PRESETS[preset_name])
+    missing = set(keep_finished(runs, workdir, results))
+    summaries = {tuple(r): load_summary(results, r) for r in runs if r not in missing}
+    appo_report.write(preset_name, PRESETS[preset_name], summaries, IMG)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,9 +250,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/rllib_appo_<preset>")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (each uses ~3 cores while sampling)")
     p.add_argument("--total-steps", type=int, default=None, help="override the preset's env-step budget")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="default: benchmarks/metaworld_stale/results/rllib_appo_<preset> (tracked; smoke: in workdir)",
+    )
     p.add_argument("--run", nargs=3, metavar=("TASK", "VARIANT", "SEED"), help="run one in this process")
+    p.add_argument("--report-only", action="store_true", help="write the page from the finished runs, run nothing")
     args = p.parse_args(argv)
     workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / f"rllib_appo_{args.preset}"
+    # smoke results stay in the (ignored) work folder: only real presets are tracked
+    results = args.results or (workdir / "kept" if args.preset == "smoke" else RESULTS / f"rllib_appo_{args.preset}")
     preset = PRESETS[args.preset]
     if args.total_steps:
         preset = replace(preset, total_steps=args.total_steps)
@@ -234,7 +271,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{run_name(task, variant, int(seed))}: final greedy success {summary['final_eval_success']:.2f}; "
               f"{summary['steps']} steps, {summary['wall_seconds']} s")  # fmt: skip
         return
-    sweep(args.preset, workdir, args.workers, args.total_steps)
+    if not args.report_only:
+        sweep(args.preset, workdir, results, args.workers, args.total_steps)
+    if args.preset != "smoke" or args.report_only:
+        report(args.preset, workdir, results)
 
 
 if __name__ == "__main__":

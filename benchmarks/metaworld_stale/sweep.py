@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-report", action="store_true", help="run, but do not write docs/benchmarks")
     args = p.parse_args(argv)
     workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / args.preset
-    results = args.results or results_dir(args.preset)
+    # smoke results stay in the (ignored) work folder: only real presets are tracked
+    results = args.results or (workdir / "kept" if args.preset == "smoke" else results_dir(args.preset))
     if args.report_only:
         runs = runs_of(PRESETS[args.preset])
         keep_finished(runs, workdir, results)

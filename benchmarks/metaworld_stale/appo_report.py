@@ -1,0 +1,154 @@
+"""Report of the RLlib APPO row of the stale sweep: AGIPO (`objective="gipo"`) against stock APPO's surrogate.
+
+Reads the kept summaries of `benchmarks.metaworld_stale.rllib_appo` and writes
+`docs/benchmarks/metaworld_stale_rllib_appo.{csv,md}` and `docs/img/metaworld_stale_rllib_appo.png`,
+scored as the TorchRL sweep is (`benchmarks.metaworld_stale.aggregate`: final greedy success and
+AUC, IQM over tasks × seeds with stratified-bootstrap 95 % CIs, paired differences). APPO's
+iterations end at different env steps in every run (its env runners sample asynchronously), so the
+curves are interpolated onto the evaluation grid before they are averaged.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from benchmarks.metaworld_stale import aggregate
+from benchmarks.metaworld_stale.aggregate import auc, final_success, iqm_with_ci
+from benchmarks.report import write_report
+
+LABELS = {"gipo": "AGIPO (gipo)", "ppo_clip": "APPO (ppo_clip)"}
+COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red"}
+NAME = "metaworld_stale_rllib_appo"
+
+
+def _values(summary: dict, key: str, second_half: bool = False) -> list[float]:
+    """A history key's measured values (iterations that logged it), optionally from the second half of the run."""
+    rows = [h for h in summary["history"] if h.get(key) is not None]
+    return [h[key] for h in (rows[len(rows) // 2 :] if second_half else rows)]
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def run_scores(summary: dict) -> dict[str, float]:
+    """One run's scores and diagnostics: success, AUC, return, policy lag, dead fraction, |log r| p95, ESS."""
+    return {
+        "final_success": final_success(summary),
+        "auc": auc(summary),
+        "final_return": _mean(_values(summary, "train_return")[-max(1, len(summary["history"]) // 5) :]),
+        "lag_mean": _mean(_values(summary, "policy_lag_mean")),
+        "lag_p95": _mean(_values(summary, "policy_lag_p95")),
+        "lag_max": max(_values(summary, "policy_lag_max"), default=float("nan")),
+        "dead_fraction": _mean(_values(summary, "dead_fraction", second_half=True)),
+        "dead_fraction_first_half": _mean(
+            _values(summary, "dead_fraction")[: len(_values(summary, "dead_fraction")) // 2]
+        ),
+        "log_ratio_p95": _mean(_values(summary, "log_ratio_abs_p95", second_half=True)),
+        "ess": _mean(_values(summary, "ess", second_half=True)),
+    }
+
+
+def _on_grid(summaries: list[dict], key: str | None, grid: np.ndarray) -> np.ndarray:
+    """Per run, `key` of the history (or the greedy success if None) linearly interpolated at the env steps `grid`."""
+    curves = []
+    for s in summaries:
+        if key is None:
+            steps, values = aggregate.evaluations(s)
+        else:
+            rows = [h for h in s["history"] if h.get(key) is not None]
+            steps, values = np.array([h["steps"] for h in rows], float), np.array([h[key] for h in rows], float)
+        curves.append(np.interp(grid, steps, values) if len(steps) else np.full(len(grid), np.nan))
+    return np.array(curves)
+
+
+def plot(preset, groups: dict[str, dict], path) -> None:
+    """Greedy success, policy lag p95 and dead fraction against env steps, mean ± s.e. over runs per variant."""
+    grid = np.linspace(0, preset.total_steps, 61)
+    panels = ((None, "greedy success"), ("policy_lag_p95", "policy lag p95 (learner updates)"),
+              ("dead_fraction", "dead fraction"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for variant, runs in groups.items():
+            curves = _on_grid(list(runs.values()), key, grid)
+            mean, se = np.nanmean(curves, 0), np.nanstd(curves, 0) / np.sqrt(len(curves))
+            ax.plot(grid, mean, color=COLORS[variant], label=f"{LABELS[variant]} ({len(curves)} runs)")
+            ax.fill_between(grid, mean - se, mean + se, color=COLORS[variant], alpha=0.15)
+        ax.set(title=title, xlabel="env steps")
+        ax.grid(alpha=0.3)
+    axes[0].set(ylim=(-0.02, 1.02))
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"RLlib APPO on Meta-World ({', '.join(preset.tasks)}): stale data from async runners and reuse")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict], img_dir) -> None:
+    """Write the page, its CSV and the figure from finished runs keyed by (task, variant, seed)."""
+    if not summaries:
+        raise SystemExit("no finished APPO run kept yet; run the sweep first")
+    seeds, tasks = list(preset.seeds), list(preset.tasks)
+    groups = {v: {(t, s): summ for (t, var, s), summ in summaries.items() if var == v} for v in LABELS}
+    groups = {v: runs for v, runs in groups.items() if runs}
+    rows = []
+    for variant, runs in groups.items():
+        scores = {k: run_scores(s) for k, s in runs.items()}
+        for task in ["all", *tasks]:
+            chosen = tasks if task == "all" else [task]
+            per_task = {m: [np.array([scores[(t, s)][m] for s in seeds if (t, s) in scores]) for t in chosen]
+                        for m in ("final_success", "auc")}  # fmt: skip
+            per_task = {m: [a for a in arrays if len(a)] for m, arrays in per_task.items()}
+            if not per_task["final_success"]:
+                continue
+            f_iqm, f_low, f_high = iqm_with_ci(per_task["final_success"])
+            a_iqm, a_low, a_high = iqm_with_ci(per_task["auc"])
+            mine = [v for (t, _), v in scores.items() if t in chosen]
+            rows.append({
+                "variant": variant, "task": task, "runs": len(mine),
+                "final_iqm": f_iqm, "final_low": f_low, "final_high": f_high,
+                "auc_iqm": a_iqm, "auc_low": a_low, "auc_high": a_high,
+                **{m: _mean([v[m] for v in mine]) for m in ("final_return", "lag_mean", "lag_p95", "dead_fraction",
+                                                             "dead_fraction_first_half", "log_ratio_p95", "ess")},
+                "lag_max": max(v["lag_max"] for v in mine),
+            })  # fmt: skip
+    plot(preset, groups, img_dir / f"{NAME}.png")
+    lines = ["## What this run shows (computed from the numbers above)", ""]
+    if {"gipo", "ppo_clip"} <= set(groups):
+        lines += aggregate._paired_lines(groups["gipo"], groups["ppo_clip"], "APPO", len(tasks))
+        by = {(r["variant"], r["task"]): r for r in rows}
+        g, p = by[("gipo", "all")], by[("ppo_clip", "all")]
+        lines.append(f"- Staleness: the learner trains on batches {p['lag_mean']:.1f} (APPO) and {g['lag_mean']:.1f} "
+                     f"(AGIPO) updates behind the acting policy on average, p95 {p['lag_p95']:.1f} / "
+                     f"{g['lag_p95']:.1f}, at most {p['lag_max']:.0f} / {g['lag_max']:.0f}.")  # fmt: skip
+        lines.append(f"- APPO's clipped surrogate zeroes the gradient of {p['dead_fraction_first_half']:.2f} of the "
+                     f"samples in the first half of training and {p['dead_fraction']:.2f} in the second; AGIPO's "
+                     f"dead fraction is {g['dead_fraction']:.2f} (ESS {g['ess']:.2f}, |log r| p95 "
+                     f"{g['log_ratio_p95']:.2f}).")  # fmt: skip
+    missing = len(tasks) * len(seeds) * len(LABELS) - len(summaries)
+    status = "all runs finished" if not missing else f"{len(summaries)} runs finished, {missing} to go"
+    description = (
+        f"Made by `python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}` ({status}; seeds "
+        f"{seeds}; {preset.total_steps:,} env steps per run). RLlib's APPO with {preset.env_runners} asynchronous "
+        f"env runners and a {preset.buffer_batches} × {preset.buffer_iterations} circular buffer (each train batch "
+        f"of {preset.train_batch} reused up to {preset.buffer_iterations} times), V-trace and the target network; "
+        "the two variants are the same `AGIPOConfig` and differ only in `objective` (`ppo_clip` is APPO's own "
+        f"clipped surrogate). Greedy evaluations of {preset.eval_episodes} episodes every "
+        f"{preset.eval_every_steps:,} env steps on seeded goals; final = mean success over the last 20 % of the "
+        "budget, AUC = area under the success curve / budget, IQM over tasks × seeds with stratified-bootstrap 95 % "
+        "CIs. Policy lag: RLlib's count of learner updates between the weights that sampled a batch and the ones "
+        "training on it. Dead fraction, |log r| p95 and ESS: means over the second half of training.\n\n"
+        f"![curves](../img/{NAME}.png)"
+    )
+    headers = {
+        "variant": "objective", "task": "task", "runs": "runs", "final_iqm": "final IQM", "final_low": "CI low",
+        "final_high": "CI high", "auc_iqm": "AUC IQM", "auc_low": "CI low", "auc_high": "CI high",
+        "lag_mean": "lag mean", "lag_p95": "lag p95", "lag_max": "lag max", "dead_fraction": "dead fraction",
+        "log_ratio_p95": "abs log r p95", "ess": "ESS", "final_return": "final return",
+    }  # fmt: skip
+    write_report(NAME, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
+                 digits=2, footer="\n".join(lines))  # fmt: skip

@@ -1,0 +1,65 @@
+"""The RLlib APPO row's report: scores as the TorchRL sweep's, curves on a common grid, lag and dead fractions."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+import benchmarks.report
+from benchmarks.metaworld_stale import appo_report, rllib_appo
+
+
+def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, lag: float) -> dict:
+    """A summary in `rllib_appo.run_one`'s format: iterations end at uneven env steps, evaluations every 500."""
+    history, steps, next_eval = [{"steps": 0, "iteration": 0, "eval_success": 0.0}], 0, 500
+    for iteration in range(1, 30):
+        steps += 90 + 7 * ((iteration + seed) % 3)  # asynchronous sampling: uneven steps per iteration
+        row = {"steps": steps, "iteration": iteration, "train_success": level, "train_return": 100 * level,
+               "policy_lag_mean": lag, "policy_lag_p50": lag, "policy_lag_p95": 2 * lag, "policy_lag_max": 3 * lag,
+               "dead_fraction": dead if iteration > 14 else 2 * dead, "log_ratio_abs_p95": 0.5, "ess": 0.9}  # fmt: skip
+        if steps >= next_eval:
+            row["eval_success"], next_eval = level * min(1.0, steps / 2000), next_eval + 500
+        history.append(row)
+    history[-1]["eval_success"] = level
+    return {"framework": "rllib_appo", "task": task, "variant": variant, "seed": seed, "steps": steps,
+            "config": {"steps_per_iteration": 0}, "final_eval_success": level, "history": history}  # fmt: skip
+
+
+def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
+    preset = rllib_appo.PRESETS["small"]
+    results = tmp_path / "kept"
+    results.mkdir()
+    for task, variant, seed in rllib_appo.runs_of(preset):
+        level, dead = (0.6, 0.0) if variant == "gipo" else (0.2 + 0.01 * seed, 0.3)
+        summary = appo_summary(task, variant, seed, level, dead, lag=4.0 if variant == "gipo" else 5.0)
+        name = rllib_appo.run_name(task, variant, seed)
+        (results / f"{name}.json.gz").write_bytes(gzip.compress(json.dumps(summary).encode()))
+    monkeypatch.setattr(rllib_appo, "IMG", tmp_path)  # the figure goes to the scratch folder too
+    rllib_appo.report("small", tmp_path / "work", results)
+    page = (tmp_path / f"{appo_report.NAME}.md").read_text()
+    assert "(all runs finished;" in page and (tmp_path / f"{appo_report.NAME}.png").exists()
+    rows = {(r["variant"], r["task"]): r for r in _csv(tmp_path / f"{appo_report.NAME}.csv")}
+    assert float(rows[("gipo", "all")]["final_iqm"]) == pytest.approx(0.6)
+    assert float(rows[("ppo_clip", "all")]["lag_max"]) == 15.0 and float(rows[("gipo", "all")]["lag_p95"]) == 8.0
+    assert float(rows[("ppo_clip", "all")]["dead_fraction"]) == pytest.approx(0.3)  # the second half only
+    assert "Paired final success difference GIPO − APPO: +0.39 [+0.38, +0.40] → GIPO ahead." in page
+    assert "zeroes the gradient of 0.60 of the samples in the first half of training and 0.30 in the second" in page
+
+
+def test_curves_are_interpolated_onto_a_common_grid():
+    runs = [appo_summary("reach-v3", "gipo", seed, 0.5, 0.0, 1.0) for seed in (0, 1)]
+    grid = np.array([0.0, 1000.0, runs[0]["steps"]])
+    curves = appo_report._on_grid(runs, None, grid)
+    assert curves.shape == (2, 3) and curves[0, 0] == 0.0 and curves[0, -1] == pytest.approx(0.5)
+    lag = appo_report._on_grid(runs, "policy_lag_p95", grid[1:])
+    assert np.allclose(lag, 2.0)
+
+
+def _csv(path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
