@@ -97,6 +97,6 @@ def test_stale_against_fresh_pairs_runs_by_task_and_seed_on_the_fresh_tasks():
     lines = aggregate._staleness_lines(preset, groups)
     assert lines[0].startswith("### Stale against fresh") and len(lines) == 4 + 2 + 1
     # 6 pairs (2 fresh tasks × 3 seeds), each stale − fresh = 0.25 − 0.75 exactly: the interval is the point
-    assert "paired stale − fresh -0.50 [-0.50, -0.50] over 6 runs" in lines[4]
+    assert "paired stale − fresh -0.50 [-0.50, -0.50] over 6 runs → the stale replay hurts." in lines[4]
     del groups[("fresh", "ppo_clip")]  # a variant without its fresh runs is left out, not reported empty
     assert [line.split(":")[0] for line in aggregate._staleness_lines(preset, groups)[4:-1]] == ["- GIPO"]
