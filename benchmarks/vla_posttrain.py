@@ -14,7 +14,10 @@ sampling, and 3 seeds × 20 evaluation goals could not separate the losses. This
   episodes) with a 95 % bootstrap interval of the mean difference;
 - **A/B**: `gipo` (σ = 1) against TRL's `dapo` (token-level PPO clipping, ε = 0.2 / 0.28).
 
-Each run is `examples/vla_metaworld.py` in its own process (finished runs are kept and skipped).
+Each run is `examples/vla_metaworld.py` in its own process. Finished runs are skipped, and the
+`full` preset keeps each run's summary, gzipped, in `benchmarks/vla_posttrain_results/full/`
+(tracked), so the A/B can span sessions; `--report-only` writes the page from the runs finished so
+far (it says when seeds are missing).
 The `full` preset writes `docs/benchmarks/vla_metaworld.{csv,md}` and `docs/img/vla_metaworld_*.png`;
 `smoke` runs the same machinery end to end in about 1.5 CPU-minutes and writes nothing under docs.
 Cost of `full` (measured on this 2-core CPU, one thread per run): ≈ 24 CPU-s per batch of episodes with
@@ -24,12 +27,14 @@ after 60 and 120 steps), ≈ 3.6 CPU-hours for the 20 runs (≈ 1.8 h on two fre
 ```
 python -m benchmarks.vla_posttrain --preset smoke
 python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
+python -m benchmarks.vla_posttrain --preset full --report-only   # the page from the runs finished so far
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import subprocess
@@ -40,11 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.metaworld_stale.aggregate import mean_with_ci, pairs_needed
+from benchmarks.metaworld_stale.aggregate import MIN_PAIRS, mean_with_ci, pairs_needed
 from benchmarks.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
+RESULTS = ROOT / "benchmarks" / "vla_posttrain_results"
+"""Where the finished runs' summaries of reporting presets are kept, gzipped (tracked)."""
 COLORS = {"gipo": "tab:blue", "dapo": "tab:red", "sapo": "tab:green", "grpo": "tab:orange"}
 DEAD = {"gipo": "gipo/suppressed_fraction"}
 """Per-loss metric of tokens that no longer drive the gradient (clipped losses: `clip_ratio/region_mean`)."""
@@ -78,17 +85,33 @@ PRESETS = {
 }  # fmt: skip
 
 
-def run(loss_type: str, seed: int, logdir: Path, example_args: list[str]) -> dict:
-    """One post-training run (skipped when its summary exists); returns the example's summary."""
+def _kept(kept: Path | None, name: str) -> Path | None:
+    return kept / f"{name}.json.gz" if kept is not None else None
+
+
+def finished(loss_type: str, seed: int, logdir: Path, kept: Path | None) -> dict | None:
+    """A run's summary if it has finished: the kept copy, else the work folder's (which is then kept)."""
     name = f"{loss_type}_seed{seed}"
-    summary = logdir / f"{name}.json"
-    if not summary.exists():
+    kept_path, summary = _kept(kept, name), logdir / f"{name}.json"
+    if kept_path is not None and not kept_path.exists() and summary.exists():
+        kept_path.parent.mkdir(parents=True, exist_ok=True)
+        kept_path.write_bytes(gzip.compress(summary.read_bytes(), mtime=0))
+    if kept_path is not None and kept_path.exists():
+        return json.loads(gzip.decompress(kept_path.read_bytes()))
+    return json.loads(summary.read_text()) if summary.exists() else None
+
+
+def run(loss_type: str, seed: int, logdir: Path, example_args: list[str], kept: Path | None = None) -> dict:
+    """One post-training run (skipped when it has finished); returns the example's summary, kept in `kept`."""
+    name = f"{loss_type}_seed{seed}"
+    result = finished(loss_type, seed, logdir, kept)
+    if result is None:
         cmd = [sys.executable, str(ROOT / "examples/vla_metaworld.py"), "--loss-type", loss_type, "--seed", str(seed),
                "--logdir", str(logdir), "--run-name", name, *example_args]  # fmt: skip
         print("running:", " ".join(cmd[1:]), flush=True)
         with open(logdir / f"{name}.log", "w") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    result = json.loads(summary.read_text())
+        result = finished(loss_type, seed, logdir, kept)
     print(f"{name}: {result['sft_success']:.2f} -> {result['final_success']:.2f}", flush=True)
     return result
 
@@ -147,8 +170,9 @@ def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], l
         final = {(r["loss_type"], r["seed"]): r["final_success"] for r in results}
         differences = np.array([final[reference, s] - final[loss, s] for s in seeds])
         mean, low, high = mean_with_ci(differences)
+        separated = len(seeds) >= MIN_PAIRS and bool(low > 0 or high < 0)  # no verdict from a handful of pairs
         pairs.append({"comparison": f"{reference} - {loss}", "pairs": len(seeds), "mean_difference": mean,
-                      "ci_low": low, "ci_high": high, "separated": bool(low > 0 or high < 0),
+                      "ci_low": low, "ci_high": high, "separated": separated,
                       "pairs_needed": pairs_needed(differences) if len(seeds) > 1 else None})  # fmt: skip
     return rows, pairs
 
@@ -189,12 +213,19 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
     image = IMG / "vla_metaworld_stale.png"
     plot(results, loss_types, image)
     args = results[0]["args"]
-    lines = [f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
-             f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — "
-             + ("separated" if p["separated"] else "not separated"
-                + ("" if not p["pairs_needed"] or p["mean_difference"] == 0 else
-                   f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"))
-             for p in pairs]  # fmt: skip
+    lines = []
+    for p in pairs:
+        line = (f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
+                f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — ")  # fmt: skip
+        if p["pairs"] < MIN_PAIRS:
+            line += f"too few pairs for a verdict (it needs ≥ {MIN_PAIRS})"
+        elif p["separated"]:
+            line += "separated"
+        else:
+            line += "not separated"
+            if p["pairs_needed"] and p["mean_difference"] != 0:
+                line += f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"
+        lines.append(line)
     seeds = sorted({r["seed"] for r in results})
     partial = len(seeds) < len(preset.seeds)
     description = (
@@ -230,11 +261,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--logdir", type=Path, default=None, help="default: runs/vla_posttrain/<preset>")
+    p.add_argument("--report-only", action="store_true", help="report the finished runs (resumable), run nothing")
     args, extra = p.parse_known_args(argv)
     preset = PRESETS[args.preset]
     seeds = tuple(args.seeds) if args.seeds else preset.seeds
     logdir = args.logdir or ROOT / "runs" / "vla_posttrain" / args.preset
     logdir.mkdir(parents=True, exist_ok=True)
+    kept = RESULTS / args.preset if preset.report else None
+    command = f"python -m benchmarks.vla_posttrain --preset {args.preset}" + (f" --seeds {' '.join(map(str, seeds))}"
+                                                                             if args.seeds else "")  # fmt: skip
+    if args.report_only:
+        done = [finished(loss, seed, logdir, kept) for seed in seeds for loss in preset.loss_types]
+        results = [r for r in done if r is not None]
+        report(preset, results, command)
+        return results
     example_args = [*preset.example_args, "--threads", "1", *extra]
     checkpoint = ROOT / example_args[example_args.index("--checkpoint") + 1]
     if not (checkpoint / "config.json").exists():  # build (and evaluate) the shared SFT checkpoint once, first
@@ -242,12 +282,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         subprocess.run([sys.executable, str(ROOT / "examples/vla_metaworld.py"), *run_args], check=True, cwd=ROOT)
     jobs = [(loss, seed) for seed in seeds for loss in preset.loss_types]
     with ThreadPoolExecutor(args.workers) as pool:
-        results = list(pool.map(lambda job: run(*job, logdir, example_args), jobs))
+        results = list(pool.map(lambda job: run(*job, logdir, example_args, kept), jobs))
     rows, pairs = summarize(results, list(preset.loss_types))
     for row in [*rows, *pairs]:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     if preset.report:
-        command = " ".join(["python -m benchmarks.vla_posttrain", *(argv if argv is not None else sys.argv[1:])])
         report(preset, results, command)
     return results
 

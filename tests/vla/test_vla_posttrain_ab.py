@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ pytest.importorskip("scipy")
 
 import benchmarks.report
 import benchmarks.vla_posttrain
-from benchmarks.vla_posttrain import PRESETS, report, staleness, summarize
+from benchmarks.vla_posttrain import PRESETS, finished, report, staleness, summarize
 from examples.vla_metaworld import TRAIN_METRICS
 
 
@@ -74,4 +76,17 @@ def test_a_partial_run_writes_a_page_that_says_so(tmp_path, monkeypatch):
     page = report(full, results, "python -m benchmarks.vla_posttrain --preset full --seeds 0 1 2").read_text()
     assert "**Partial: 3 of the preset's 10 seeds per loss have run** (seeds 0, 1, 2)" in page
     assert "gipo - dapo** (paired by seed, 3 pairs): +20.0 points" in page
+    assert "too few pairs for a verdict (it needs ≥ 6)" in page  # three pairs that agree are not yet evidence
     assert (tmp_path / "vla_metaworld_stale.png").exists() and (tmp_path / "vla_metaworld.csv").exists()
+
+
+def test_finished_runs_are_kept_gzipped_and_read_back(tmp_path):
+    logdir, kept = tmp_path / "work", tmp_path / "kept"
+    logdir.mkdir()
+    assert finished("gipo", 3, logdir, kept) is None  # not run yet
+    run = summary("gipo", 3, 0.4, [0.5], 0.0)
+    (logdir / "gipo_seed3.json").write_text(json.dumps(run))
+    assert finished("gipo", 3, logdir, kept) == run and (kept / "gipo_seed3.json.gz").exists()
+    (logdir / "gipo_seed3.json").unlink()  # a new session: the work folder is gone, the kept copy is not
+    assert finished("gipo", 3, logdir, kept) == run
+    assert finished("gipo", 3, logdir, None) is None  # presets that report nothing keep nothing
