@@ -249,7 +249,7 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
         "vla_metaworld", "Stale VLA post-training on Meta-World from pixels", description, rows,
         {"loss_type": "loss", "seeds": "seeds", "sft_success": "SFT", "final_mean": "after (mean)",
          "final_ci_low": "CI low", "final_ci_high": "CI high", "gain_points": "gain (points)",
-         "log_ratio_abs_p95": "|log r| p95", "log_ratio_abs_p95_max": "p95 max", "binding_steps": "binding steps",
+         "log_ratio_abs_p95": "abs log r p95", "log_ratio_abs_p95_max": "p95 max", "binding_steps": "binding steps",
          "dead_fraction": "dead fraction", "minutes_per_run": "min/run"},
         footer="\n".join(lines),
     )  # fmt: skip
