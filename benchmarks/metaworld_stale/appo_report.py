@@ -25,10 +25,11 @@ COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red"}
 NAME = "metaworld_stale_rllib_appo"
 
 
-def _values(summary: dict, key: str, second_half: bool = False) -> list[float]:
-    """A history key's measured values (iterations that logged it), optionally from the second half of the run."""
-    rows = [h for h in summary["history"] if h.get(key) is not None]
-    return [h[key] for h in (rows[len(rows) // 2 :] if second_half else rows)]
+def _values(summary: dict, key: str, half: str | None = None) -> list[float]:
+    """A history key's measured values (iterations that logged it): all, or the `"first"` or `"second"` half."""
+    values = [h[key] for h in summary["history"] if h.get(key) is not None]
+    middle = len(values) // 2
+    return values[:middle] if half == "first" else values[middle:] if half == "second" else values
 
 
 def _mean(values: list[float]) -> float:
@@ -36,20 +37,16 @@ def _mean(values: list[float]) -> float:
 
 
 def run_scores(summary: dict) -> dict[str, float]:
-    """One run's scores and diagnostics: success, AUC, return, policy lag, dead fraction, |log r| p95, ESS."""
+    """One run's diagnostics: final return, policy lag, dead fraction, |log r| p95, ESS (scores: `aggregate`)."""
     return {
-        "final_success": final_success(summary),
-        "auc": auc(summary),
         "final_return": _mean(_values(summary, "train_return")[-max(1, len(summary["history"]) // 5) :]),
         "lag_mean": _mean(_values(summary, "policy_lag_mean")),
         "lag_p95": _mean(_values(summary, "policy_lag_p95")),
         "lag_max": max(_values(summary, "policy_lag_max"), default=float("nan")),
-        "dead_fraction": _mean(_values(summary, "dead_fraction", second_half=True)),
-        "dead_fraction_first_half": _mean(
-            _values(summary, "dead_fraction")[: len(_values(summary, "dead_fraction")) // 2]
-        ),
-        "log_ratio_p95": _mean(_values(summary, "log_ratio_abs_p95", second_half=True)),
-        "ess": _mean(_values(summary, "ess", second_half=True)),
+        "dead_fraction": _mean(_values(summary, "dead_fraction", "second")),
+        "dead_fraction_first_half": _mean(_values(summary, "dead_fraction", "first")),
+        "log_ratio_p95": _mean(_values(summary, "log_ratio_abs_p95", "second")),
+        "ess": _mean(_values(summary, "ess", "second")),
     }
 
 
@@ -100,13 +97,11 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         scores = {k: run_scores(s) for k, s in runs.items()}
         for task in ["all", *tasks]:
             chosen = tasks if task == "all" else [task]
-            per_task = {m: [np.array([scores[(t, s)][m] for s in seeds if (t, s) in scores]) for t in chosen]
-                        for m in ("final_success", "auc")}  # fmt: skip
-            per_task = {m: [a for a in arrays if len(a)] for m, arrays in per_task.items()}
-            if not per_task["final_success"]:
+            final = aggregate._scores(runs, chosen, seeds, final_success)
+            if not final:
                 continue
-            f_iqm, f_low, f_high = iqm_with_ci(per_task["final_success"])
-            a_iqm, a_low, a_high = iqm_with_ci(per_task["auc"])
+            f_iqm, f_low, f_high = iqm_with_ci(final)
+            a_iqm, a_low, a_high = iqm_with_ci(aggregate._scores(runs, chosen, seeds, auc))
             mine = [v for (t, _), v in scores.items() if t in chosen]
             rows.append({
                 "variant": variant, "task": task, "runs": len(mine),
