@@ -16,6 +16,12 @@ def _cell(value: object, digits: int) -> str:
     return str(value)
 
 
+def present_mean(values: list[float | None]) -> float:
+    """Mean of the values that are present (`None` skipped); NaN when none are, so a table shows "–"."""
+    present = [float(v) for v in values if v is not None]
+    return math.fsum(present) / len(present) if present else float("nan")
+
+
 def verdict(ratio: float, best: float, target: float | None) -> str:
     """A ratio against its target: "met" (median ≤ target), "within noise" (only the best round or the low end
     of the spread, `best`, meets it) or "missed"; "" without a target."""

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.metaworld_stale.aggregate import MIN_PAIRS, mean_with_ci, pairs_needed
-from benchmarks.report import write_report
+from benchmarks.report import present_mean, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
@@ -116,23 +116,18 @@ def run(loss_type: str, seed: int, logdir: Path, example_args: list[str], kept: 
     return result
 
 
-def _mean(values: list) -> float:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def staleness(result: dict) -> dict[str, float]:
     """A run's training diagnostics: mean and max over steps of $|\\log r|$ p95, and its dead fraction."""
     metrics = result["train_metrics"]
     p95 = [v for v in metrics["stale/log_ratio_abs_p95"] if v is not None]
     dead = metrics.get(DEAD.get(result["loss_type"], "clip_ratio/region_mean"), [])
     return {
-        "log_ratio_abs_mean": _mean(metrics["stale/log_ratio_abs_mean"]),
-        "log_ratio_abs_p95": _mean(p95),
+        "log_ratio_abs_mean": present_mean(metrics["stale/log_ratio_abs_mean"]),
+        "log_ratio_abs_p95": present_mean(p95),
         "log_ratio_abs_p95_max": max(p95, default=float("nan")),
         "binding_steps": float(np.mean([v > 1.0 for v in p95])) if p95 else float("nan"),  # p95 beyond sigma = 1
-        "dead_fraction": _mean(dead),
-        "trust_weight_mean": _mean(metrics.get("gipo/trust_weight_mean", [])),
+        "dead_fraction": present_mean(dead),
+        "trust_weight_mean": present_mean(metrics.get("gipo/trust_weight_mean", [])),
     }
 
 
@@ -155,11 +150,11 @@ def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], l
             "loss_type": loss, "seeds": len(runs), "sft_success": runs[0]["sft_success"],
             "final_mean": mean, "final_ci_low": low, "final_ci_high": high,
             "gain_points": 100 * (mean - runs[0]["sft_success"]),
-            "log_ratio_abs_mean": _mean([d["log_ratio_abs_mean"] for d in diagnostics]),
-            "log_ratio_abs_p95": _mean([d["log_ratio_abs_p95"] for d in diagnostics]),
+            "log_ratio_abs_mean": present_mean([d["log_ratio_abs_mean"] for d in diagnostics]),
+            "log_ratio_abs_p95": present_mean([d["log_ratio_abs_p95"] for d in diagnostics]),
             "log_ratio_abs_p95_max": max(d["log_ratio_abs_p95_max"] for d in diagnostics),
-            "binding_steps": _mean([d["binding_steps"] for d in diagnostics]),
-            "dead_fraction": _mean([d["dead_fraction"] for d in diagnostics]),
+            "binding_steps": present_mean([d["binding_steps"] for d in diagnostics]),
+            "dead_fraction": present_mean([d["dead_fraction"] for d in diagnostics]),
             "minutes_per_run": statistics.mean(r["wall_seconds"] for r in runs) / 60,
             "per_seed": " ".join(f"{f:.2f}" for f in final),
         })  # fmt: skip

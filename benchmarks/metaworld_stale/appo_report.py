@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks.metaworld_stale import aggregate
 from benchmarks.metaworld_stale.aggregate import auc, final_success, iqm_with_ci
-from benchmarks.report import write_report
+from benchmarks.report import present_mean, write_report
 
 LABELS = {"gipo": "AGIPO (gipo)", "ppo_clip": "APPO (ppo_clip)"}
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red"}
@@ -32,21 +32,17 @@ def _values(summary: dict, key: str, half: str | None = None) -> list[float]:
     return values[:middle] if half == "first" else values[middle:] if half == "second" else values
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
 def run_scores(summary: dict) -> dict[str, float]:
     """One run's diagnostics: final return, policy lag, dead fraction, |log r| p95, ESS (scores: `aggregate`)."""
     return {
-        "final_return": _mean(_values(summary, "train_return")[-max(1, len(summary["history"]) // 5) :]),
-        "lag_mean": _mean(_values(summary, "policy_lag_mean")),
-        "lag_p95": _mean(_values(summary, "policy_lag_p95")),
+        "final_return": present_mean(_values(summary, "train_return")[-max(1, len(summary["history"]) // 5) :]),
+        "lag_mean": present_mean(_values(summary, "policy_lag_mean")),
+        "lag_p95": present_mean(_values(summary, "policy_lag_p95")),
         "lag_max": max(_values(summary, "policy_lag_max"), default=float("nan")),
-        "dead_fraction": _mean(_values(summary, "dead_fraction", "second")),
-        "dead_fraction_first_half": _mean(_values(summary, "dead_fraction", "first")),
-        "log_ratio_p95": _mean(_values(summary, "log_ratio_abs_p95", "second")),
-        "ess": _mean(_values(summary, "ess", "second")),
+        "dead_fraction": present_mean(_values(summary, "dead_fraction", "second")),
+        "dead_fraction_first_half": present_mean(_values(summary, "dead_fraction", "first")),
+        "log_ratio_p95": present_mean(_values(summary, "log_ratio_abs_p95", "second")),
+        "ess": present_mean(_values(summary, "ess", "second")),
     }
 
 
@@ -107,8 +103,8 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                 "variant": variant, "task": task, "runs": len(mine),
                 "final_iqm": f_iqm, "final_low": f_low, "final_high": f_high,
                 "auc_iqm": a_iqm, "auc_low": a_low, "auc_high": a_high,
-                **{m: _mean([v[m] for v in mine]) for m in ("final_return", "lag_mean", "lag_p95", "dead_fraction",
-                                                             "dead_fraction_first_half", "log_ratio_p95", "ess")},
+                **{m: present_mean([v[m] for v in mine]) for m in ("final_return", "lag_mean", "lag_p95",
+                   "dead_fraction", "dead_fraction_first_half", "log_ratio_p95", "ess")},
                 "lag_max": max(v["lag_max"] for v in mine),
             })  # fmt: skip
     plot(preset, groups, img_dir / f"{NAME}.png")
