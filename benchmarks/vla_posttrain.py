@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -201,6 +202,33 @@ def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def drift_note(rows: list[dict]) -> list[str]:
+    r"""How far GIPO's policy moved from the acting one against each clipped loss, and the gradient weight left there.
+
+    At $\sigma = 1$ a token with positive advantage keeps the gradient weight $w \cdot r = \exp(\ell - \ell^2/2)$
+    at log-ratio $\ell$ (largest, $e^{1/2}$, at $\ell = 1$), where a clipped loss stops at $\ell = \log(1 + \epsilon)$.
+    """
+    by_loss = {r["loss_type"]: r for r in rows}
+    gipo = by_loss.get("gipo")
+    if gipo is None:
+        return []
+    ell = gipo["log_ratio_abs_p95"]
+    lines = []
+    for loss, row in by_loss.items():
+        if loss == "gipo" or not ell > row["log_ratio_abs_p95"]:
+            continue
+        lines.append(
+            f"- **Drift**: GIPO's per-step $|\\log r|$ p95 averages {ell:.2f} (max "
+            f"{gipo['log_ratio_abs_p95_max']:.1f}) against {loss}'s {row['log_ratio_abs_p95']:.2f}. At σ = 1 a token "
+            f"with positive advantage still has the gradient weight $w \\cdot r = \\exp(\\ell - \\ell^2/2)$ = "
+            f"{math.exp(ell - ell**2 / 2):.2f} at $\\ell$ = {ell:.2f}, where {loss}'s clip has stopped it: GIPO has "
+            "no hard trust region, and reusing each batch for many passes with no KL term lets that weight carry the "
+            "policy far from the one that acted. A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound "
+            "it; this A/B does not test them."
+        )
+    return lines
+
+
 def report(preset: Preset, results: list[dict], command: str) -> Path:
     """Write `docs/benchmarks/vla_metaworld.{csv,md}` and the figure."""
     loss_types = list(preset.loss_types)
@@ -221,6 +249,7 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
             if p["pairs_needed"] and p["mean_difference"] != 0:
                 line += f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"
         lines.append(line)
+    lines += drift_note(rows)
     seeds = sorted({r["seed"] for r in results})
     partial = len(seeds) < len(preset.seeds)
     description = (

@@ -11,7 +11,7 @@ pytest.importorskip("scipy")
 
 import benchmarks.report
 import benchmarks.vla_posttrain
-from benchmarks.vla_posttrain import PRESETS, finished, report, staleness, summarize
+from benchmarks.vla_posttrain import PRESETS, drift_note, finished, report, staleness, summarize
 from examples.vla_metaworld import TRAIN_METRICS
 
 
@@ -90,3 +90,13 @@ def test_finished_runs_are_kept_gzipped_and_read_back(tmp_path):
     (logdir / "gipo_seed3.json").unlink()  # a new session: the work folder is gone, the kept copy is not
     assert finished("gipo", 3, logdir, kept) == run
     assert finished("gipo", 3, logdir, None) is None  # presets that report nothing keep nothing
+
+
+def test_drift_note_gives_the_gradient_weight_left_at_gipos_log_ratio():
+    rows = [{"loss_type": "gipo", "log_ratio_abs_p95": 1.0, "log_ratio_abs_p95_max": 3.0},
+            {"loss_type": "dapo", "log_ratio_abs_p95": 0.3, "log_ratio_abs_p95_max": 0.5}]  # fmt: skip
+    (line,) = drift_note(rows)
+    assert "averages 1.00 (max 3.0) against dapo's 0.30" in line
+    assert "= 1.65 at" in line  # exp(1 - 1/2), the largest weight w * r takes
+    rows[0]["log_ratio_abs_p95"] = 0.2  # GIPO moved less than dapo: nothing to explain
+    assert drift_note(rows) == []
