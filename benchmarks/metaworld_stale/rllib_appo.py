@@ -180,6 +180,9 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
         if steps >= next_eval or steps >= preset.total_steps:
             row["eval_success"] = evaluate()
             next_eval += preset.eval_every_steps
+            lag = "–" if row["policy_lag_mean"] is None else f"{row['policy_lag_mean']:.1f}"
+            print(f"{run_name(task, variant, seed)}: {steps:,} / {preset.total_steps:,} env steps, greedy success "
+                  f"{row['eval_success']:.2f}, policy lag {lag}, {row['seconds']:.0f} s", flush=True)  # fmt: skip
         history.append(row)
     algo.stop()
     ray.shutdown()
@@ -206,7 +209,8 @@ def sweep(preset_name: str, workdir: Path, results: Path, workers: int, total_st
     runs = runs_of(preset)
     todo = keep_finished(runs, workdir, results)
     finished = len(runs) - len(todo)
-    print(f"rllib_appo {preset_name}: {len(runs)} runs, {finished} finished, {len(todo)} to go", flush=True)
+    print(f"rllib_appo {preset_name}: {len(runs)} runs, {finished} finished, {len(todo)} to go (each run's "
+          f"progress, at its evaluations: {workdir}/<run>.log)", flush=True)  # fmt: skip
     workdir.mkdir(parents=True, exist_ok=True)
     running: dict[subprocess.Popen, tuple[str, float]] = {}
     failed, done = [], 0
