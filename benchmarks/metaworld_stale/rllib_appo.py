@@ -106,8 +106,18 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-LEARNER_KEYS = ("dead_fraction", "log_ratio_abs_p95", "log_ratio_abs_mean", "ess", "trust_weight_mean",
-                "policy_lag_p50", "policy_lag_p95", "policy_lag_max", "num_module_steps_trained")  # fmt: skip
+LEARNER_KEYS = (
+    "dead_fraction",
+    "log_ratio_abs_p95",
+    "log_ratio_abs_mean",
+    "ess",
+    "trust_weight_mean",
+    "policy_lag_p50",
+    "policy_lag_p95",
+    "policy_lag_max",
+    "num_module_steps_trained",
+    "entropy",
+)
 LAG_MEAN = "diff_num_grad_updates_vs_sampler_policy"
 
 
