@@ -118,8 +118,16 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                      f"{g['lag_p95']:.1f}, at most {p['lag_max']:.0f} / {g['lag_max']:.0f}.")  # fmt: skip
         lines.append(f"- APPO's clipped surrogate zeroes the gradient of {p['dead_fraction_first_half']:.2f} of the "
                      f"samples in the first half of training and {p['dead_fraction']:.2f} in the second; AGIPO's "
-                     f"dead fraction is {g['dead_fraction']:.2f} (ESS {g['ess']:.2f}, |log r| p95 "
-                     f"{g['log_ratio_p95']:.2f}).")  # fmt: skip
+                     f"dead fraction is {g['dead_fraction']:.2f} (ESS {g['ess']:.2f}); |log r| p95 "
+                     f"{g['log_ratio_p95']:.2f} (AGIPO) against {p['log_ratio_p95']:.2f} (APPO).")  # fmt: skip
+        pairs = sorted(set(groups["gipo"]) & set(groups["ppo_clip"]))
+        returns = {v: {k: run_scores(groups[v][k])["final_return"] for k in pairs} for v in ("gipo", "ppo_clip")}
+        better = sum(returns["gipo"][k] > returns["ppo_clip"][k] for k in pairs)
+        per_task = "; ".join(f"{t} {by[('gipo', t)]['final_return']:.2f} vs {by[('ppo_clip', t)]['final_return']:.2f}"
+                             for t in tasks if ("gipo", t) in by and ("ppo_clip", t) in by)  # fmt: skip
+        lines.append(f"- Final training return (last 20 % of the iterations, rewards × {preset.reward_scale:g}), "
+                     f"AGIPO vs APPO: {per_task}. AGIPO's is higher in {better} of {len(pairs)} paired "
+                     "runs.")  # fmt: skip
     missing = len(tasks) * len(seeds) * len(LABELS) - len(summaries)
     status = "all runs finished" if not missing else f"{len(summaries)} runs finished, {missing} to go"
     description = (

@@ -49,6 +49,7 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, mon
     assert float(rows[("ppo_clip", "all")]["dead_fraction"]) == pytest.approx(0.3)  # the second half only
     assert "Paired final success difference GIPO − APPO: +0.39 [+0.38, +0.40] → GIPO ahead." in page
     assert "zeroes the gradient of 0.60 of the samples in the first half of training and 0.30 in the second" in page
+    assert "AGIPO vs APPO: reach-v3 60.00 vs 21.00; handle-press-v3 60.00 vs 21.00. AGIPO's is higher in 6 of 6" in page
 
 
 def test_curves_are_interpolated_onto_a_common_grid():
