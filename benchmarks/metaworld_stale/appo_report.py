@@ -1,7 +1,8 @@
 """Report of the RLlib APPO row of the stale sweep: AGIPO (`objective="gipo"`) against stock APPO's surrogate.
 
 Reads the kept summaries of `benchmarks.metaworld_stale.rllib_appo` and writes
-`docs/benchmarks/metaworld_stale_rllib_appo.{csv,md}` and `docs/img/metaworld_stale_rllib_appo.png`,
+`docs/benchmarks/<page>.{csv,md}` and `docs/img/<page>.png`, `<page>` = `page_name(preset)`
+(`metaworld_stale_rllib_appo` for `small`, `metaworld_stale_rllib_appo_<preset>` for the others),
 scored as the TorchRL sweep is (`benchmarks.metaworld_stale.aggregate`: final greedy success and
 AUC, IQM over tasks × seeds with stratified-bootstrap 95 % CIs, paired differences). APPO's
 iterations end at different env steps in every run (its env runners sample asynchronously), so the
@@ -23,6 +24,11 @@ from benchmarks.report import present_mean, write_report
 LABELS = {"gipo": "AGIPO (gipo)", "ppo_clip": "APPO (ppo_clip)"}
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red"}
 NAME = "metaworld_stale_rllib_appo"
+
+
+def page_name(preset_name: str) -> str:
+    """The docs page (and figure) of a preset: `NAME` for `small`, `NAME_<preset>` for the others."""
+    return NAME if preset_name == "small" else f"{NAME}_{preset_name}"
 
 
 def _values(summary: dict, key: str, half: str | None = None) -> list[float]:
@@ -62,18 +68,24 @@ def _on_grid(summaries: list[dict], key: str | None, grid: np.ndarray) -> np.nda
 def plot(preset, groups: dict[str, dict], path) -> None:
     """Greedy success, policy lag p95 and dead fraction against env steps, mean ± s.e. over runs per variant."""
     grid = np.linspace(0, preset.total_steps, 61)
-    panels = ((None, "greedy success"), ("policy_lag_p95", "policy lag p95 (learner updates)"),
-              ("dead_fraction", "dead fraction"))  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6))
+    panels = ((None, "greedy success"), ("train_return", "training return"),
+              ("log_ratio_abs_p95", "|log r| p95"), ("entropy", "policy entropy"),
+              ("policy_lag_p95", "policy lag p95 (learner updates)"), ("dead_fraction", "dead fraction"))  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(13.5, 7.0))
+    axes = axes.ravel()
     for ax, (key, title) in zip(axes, panels, strict=True):
         for variant, runs in groups.items():
             curves = _on_grid(list(runs.values()), key, grid)
+            curves = curves[~np.isnan(curves).all(axis=1)]  # runs that did not record `key`
+            if not len(curves):
+                continue
             mean, se = np.nanmean(curves, 0), np.nanstd(curves, 0) / np.sqrt(len(curves))
             ax.plot(grid, mean, color=COLORS[variant], label=f"{LABELS[variant]} ({len(curves)} runs)")
             ax.fill_between(grid, mean - se, mean + se, color=COLORS[variant], alpha=0.15)
         ax.set(title=title, xlabel="env steps")
         ax.grid(alpha=0.3)
     axes[0].set(ylim=(-0.02, 1.02))
+    axes[2].set(yscale="log")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"RLlib APPO on Meta-World ({', '.join(preset.tasks)}): stale data from async runners and reuse")
     fig.tight_layout()
@@ -107,7 +119,8 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                    "dead_fraction", "dead_fraction_first_half", "log_ratio_p95", "ess")},
                 "lag_max": max(v["lag_max"] for v in mine),
             })  # fmt: skip
-    plot(preset, groups, img_dir / f"{NAME}.png")
+    name = page_name(preset_name)
+    plot(preset, groups, img_dir / f"{name}.png")
     lines = ["## What this run shows (computed from the numbers above)", ""]
     if {"gipo", "ppo_clip"} <= set(groups):
         lines += aggregate._paired_lines(groups["gipo"], groups["ppo_clip"], "APPO", len(tasks))
@@ -130,18 +143,22 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                      "runs.")  # fmt: skip
     missing = len(tasks) * len(seeds) * len(LABELS) - len(summaries)
     status = "all runs finished" if not missing else f"{len(summaries)} runs finished, {missing} to go"
+    kl_text = "No KL loss (APPO's default). "
+    if preset.kl_coeff:
+        kl_text = (f"APPO's KL loss to the target network is on for both (`kl_coeff` {preset.kl_coeff:g}, adapted "
+                   f"towards `kl_target` {preset.kl_target:g}). ")  # fmt: skip
     description = (
         f"Made by `python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}` ({status}; seeds "
         f"{seeds}; {preset.total_steps:,} env steps per run). RLlib's APPO with {preset.env_runners} asynchronous "
         f"env runners and a {preset.buffer_batches} × {preset.buffer_iterations} circular buffer (each train batch "
         f"of {preset.train_batch} reused up to {preset.buffer_iterations} times), V-trace and the target network; "
         "the two variants are the same `AGIPOConfig` and differ only in `objective` (`ppo_clip` is APPO's own "
-        f"clipped surrogate). Greedy evaluations of {preset.eval_episodes} episodes every "
+        f"clipped surrogate). {kl_text}Greedy evaluations of {preset.eval_episodes} episodes every "
         f"{preset.eval_every_steps:,} env steps on seeded goals; final = mean success over the last 20 % of the "
         "budget, AUC = area under the success curve / budget, IQM over tasks × seeds with stratified-bootstrap 95 % "
         "CIs. Policy lag: RLlib's count of learner updates between the weights that sampled a batch and the ones "
         "training on it. Dead fraction, |log r| p95 and ESS: means over the second half of training.\n\n"
-        f"![curves](../img/{NAME}.png)"
+        f"![curves](../img/{name}.png)"
     )
     headers = {
         "variant": "objective", "task": "task", "runs": "runs", "final_iqm": "final IQM", "final_low": "CI low",
@@ -149,5 +166,5 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         "lag_mean": "lag mean", "lag_p95": "lag p95", "lag_max": "lag max", "dead_fraction": "dead fraction",
         "log_ratio_p95": "abs log r p95", "ess": "ESS", "final_return": "final return",
     }  # fmt: skip
-    write_report(NAME, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
+    write_report(name, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
                  digits=2, footer="\n".join(lines))  # fmt: skip

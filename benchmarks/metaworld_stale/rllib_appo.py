@@ -8,7 +8,10 @@ surrogate, so that row is stock APPO). Settings, per run: 2 remote env runners, 
 50-step fragments, a 16 × 20 circular buffer, the target network updated every
 `0.125 × 16 × 20 × 500` trained steps, Meta-World rewards × 0.001 (as the TorchRL recipe), lr 3e-4,
 no entropy bonus, no KL penalty (APPO's default), 500-step episodes, greedy evaluations every 12 500
-env steps on seeded goals.
+env steps on seeded goals. `small_kl` is `small` with APPO's KL loss to the target network turned on
+for both variants, at APPO's default `kl_coeff` 1.0 and `kl_target` 0.01: in `small`, AGIPO's policy
+drifts away from the target network (|log r| p95 far above σ, falling entropy and return) with nothing
+to pull it back, and the KL loss is RLlib's own anchor (each preset has its own page and results).
 
 Resumable: each finished run's summary is kept, gzipped, in
 `benchmarks/metaworld_stale/results/rllib_appo_<preset>/` (tracked) and never rerun; each run is its
@@ -25,6 +28,7 @@ return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy lag's mean (RLli
 python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minutes: the pipeline works
 python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
 python -m benchmarks.metaworld_stale.rllib_appo --preset small --report-only  # the page from finished runs
+python -m benchmarks.metaworld_stale.rllib_appo --preset small_kl --workers 1  # the same, KL loss on
 ```
 
 Cost (measured on a shared 2-core machine, 12.85k steps of the `small` settings: 177 CPU-seconds over all
@@ -72,6 +76,8 @@ class Preset:
     eval_every_steps: int = 12_500
     eval_episodes: int = 5
     min_iteration_s: float = 10.0  # APPO's reporting period
+    kl_coeff: float = 0.0  # > 0: APPO's KL penalty to the target network (`use_kl_loss`), adapted towards kl_target
+    kl_target: float = 0.01
 
 
 SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iterations": 4, "max_episode_steps": 100,
@@ -79,6 +85,8 @@ SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iter
 PRESETS = {
     "smoke": Preset(("reach-v3",), (0,), total_steps=2_000, **SMOKE),
     "small": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000),
+    # the same with APPO's KL loss at APPO's own defaults (kl_coeff 1.0, kl_target 0.01), for both objectives
+    "small_kl": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, kl_coeff=1.0),
 }
 
 
@@ -121,6 +129,22 @@ LEARNER_KEYS = (
 LAG_MEAN = "diff_num_grad_updates_vs_sampler_policy"
 
 
+def training_settings(preset: Preset, variant: str) -> dict:
+    """`AGIPOConfig.training` settings of a run: only `objective` differs between the two variants."""
+    kl_loss = {"use_kl_loss": True, "kl_coeff": preset.kl_coeff, "kl_target": preset.kl_target}
+    return {
+        "objective": variant,
+        "lr": preset.lr,
+        "gamma": 0.99,
+        "entropy_coeff": 0.0,
+        "train_batch_size_per_learner": preset.train_batch,
+        "circular_buffer_num_batches": preset.buffer_batches,
+        "circular_buffer_iterations_per_batch": preset.buffer_iterations,
+        "target_network_update_freq": preset.target_update_freq,
+        **(kl_loss if preset.kl_coeff else {}),
+    }
+
+
 def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -> dict:
     """One training run in this process; writes `<workdir>/<run>.json` and returns the summary."""
     import ray
@@ -143,16 +167,7 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
         AGIPOConfig()
         .environment(f"metaworld/{task}", env_config=env_config)
         .env_runners(num_env_runners=preset.env_runners, rollout_fragment_length=50)
-        .training(
-            objective=variant,
-            lr=preset.lr,
-            gamma=0.99,
-            entropy_coeff=0.0,
-            train_batch_size_per_learner=preset.train_batch,
-            circular_buffer_num_batches=preset.buffer_batches,
-            circular_buffer_iterations_per_batch=preset.buffer_iterations,
-            target_network_update_freq=preset.target_update_freq,
-        )
+        .training(**training_settings(preset, variant))
         .callbacks(MetaWorldSuccess)
         .evaluation(
             evaluation_interval=None,

@@ -29,9 +29,10 @@ def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, 
             "config": {"steps_per_iteration": 0}, "final_eval_success": level, "history": history}  # fmt: skip
 
 
-def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, monkeypatch):
+@pytest.mark.parametrize("preset_name", ["small", "small_kl"])
+def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, monkeypatch, preset_name):
     monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
-    preset = rllib_appo.PRESETS["small"]
+    preset = rllib_appo.PRESETS[preset_name]
     results = tmp_path / "kept"
     results.mkdir()
     for task, variant, seed in rllib_appo.runs_of(preset):
@@ -40,10 +41,14 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, mon
         name = rllib_appo.run_name(task, variant, seed)
         (results / f"{name}.json.gz").write_bytes(gzip.compress(json.dumps(summary).encode()))
     monkeypatch.setattr(rllib_appo, "IMG", tmp_path)  # the figure goes to the scratch folder too
-    rllib_appo.report("small", tmp_path / "work", results)
-    page = (tmp_path / f"{appo_report.NAME}.md").read_text()
-    assert "(all runs finished;" in page and (tmp_path / f"{appo_report.NAME}.png").exists()
-    rows = {(r["variant"], r["task"]): r for r in _csv(tmp_path / f"{appo_report.NAME}.csv")}
+    rllib_appo.report(preset_name, tmp_path / "work", results)
+    name = appo_report.page_name(preset_name)  # each preset its own page: small_kl does not overwrite small's
+    assert name == ("metaworld_stale_rllib_appo" if preset_name == "small" else "metaworld_stale_rllib_appo_small_kl")
+    page = (tmp_path / f"{name}.md").read_text()
+    assert "(all runs finished;" in page and (tmp_path / f"{name}.png").exists()
+    kl = "KL loss to the target network is on for both (`kl_coeff` 1" if preset.kl_coeff else "No KL loss"
+    assert kl in page
+    rows = {(r["variant"], r["task"]): r for r in _csv(tmp_path / f"{name}.csv")}
     assert float(rows[("gipo", "all")]["final_iqm"]) == pytest.approx(0.6)
     assert float(rows[("ppo_clip", "all")]["lag_max"]) == 15.0 and float(rows[("gipo", "all")]["lag_p95"]) == 8.0
     assert float(rows[("ppo_clip", "all")]["dead_fraction"]) == pytest.approx(0.3)  # the second half only
