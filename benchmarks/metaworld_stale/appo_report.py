@@ -83,6 +83,7 @@ def plot(preset, groups: dict[str, dict], path) -> None:
             ax.plot(grid, mean, color=COLORS[variant], label=f"{LABELS[variant]} ({len(curves)} runs)")
             ax.fill_between(grid, mean - se, mean + se, color=COLORS[variant], alpha=0.15)
         ax.set(title=title, xlabel="env steps")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:.0f}k")
         ax.grid(alpha=0.3)
     axes[0].set(ylim=(-0.02, 1.02))
     axes[2].set(yscale="log")
