@@ -31,10 +31,9 @@ python -m benchmarks.metaworld_stale.rllib_appo --preset small --report-only  # 
 python -m benchmarks.metaworld_stale.rllib_appo --preset small_kl --workers 1  # the same, KL loss on
 ```
 
-Cost (measured on a shared 2-core machine, 12.85k steps of the `small` settings: 177 CPU-seconds over all
-of the run's processes, ~40 of them start-up and two evaluations): about 9 ms of CPU per env step, so
-~25 CPU-minutes per 150k-step run and ~5 CPU-hours for the 12 runs of `small`; a run keeps ~3 cores
-busy (two env runners, the learner reusing the buffer, the driver), so on 2 free cores expect ~2.5 h.
+Cost (measured on a 2-core machine): a 150k-step `small` run took 370–700 s of wall time with the
+machine to itself (a run keeps ~3 processes busy: two env runners, the learner reusing the buffer,
+the driver), so the 12 runs of a preset take ~1.5 h.
 """
 
 from __future__ import annotations
