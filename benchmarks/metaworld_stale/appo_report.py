@@ -66,7 +66,8 @@ def _on_grid(summaries: list[dict], key: str | None, grid: np.ndarray) -> np.nda
 
 
 def plot(preset, groups: dict[str, dict], path) -> None:
-    """Greedy success, policy lag p95 and dead fraction against env steps, mean ± s.e. over runs per variant."""
+    """Greedy success, training return, |log r| p95, entropy, policy lag p95 and dead fraction against env steps,
+    mean ± s.e. over the runs of each variant that recorded the key."""
     grid = np.linspace(0, preset.total_steps, 61)
     panels = ((None, "greedy success"), ("train_return", "training return"),
               ("log_ratio_abs_p95", "|log r| p95"), ("entropy", "policy entropy"),
@@ -101,9 +102,10 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
     seeds, tasks = list(preset.seeds), list(preset.tasks)
     groups = {v: {(t, s): summ for (t, var, s), summ in summaries.items() if var == v} for v in LABELS}
     groups = {v: runs for v, runs in groups.items() if runs}
+    scores_of = {v: {k: run_scores(s) for k, s in runs.items()} for v, runs in groups.items()}
     rows = []
     for variant, runs in groups.items():
-        scores = {k: run_scores(s) for k, s in runs.items()}
+        scores = scores_of[variant]
         for task in ["all", *tasks]:
             chosen = tasks if task == "all" else [task]
             final = aggregate._scores(runs, chosen, seeds, final_success)
@@ -135,8 +137,7 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                      f"dead fraction is {g['dead_fraction']:.2f} (ESS {g['ess']:.2f}); |log r| p95 "
                      f"{g['log_ratio_p95']:.2f} (AGIPO) against {p['log_ratio_p95']:.2f} (APPO).")  # fmt: skip
         pairs = sorted(set(groups["gipo"]) & set(groups["ppo_clip"]))
-        returns = {v: {k: run_scores(groups[v][k])["final_return"] for k in pairs} for v in ("gipo", "ppo_clip")}
-        better = sum(returns["gipo"][k] > returns["ppo_clip"][k] for k in pairs)
+        better = sum(scores_of["gipo"][k]["final_return"] > scores_of["ppo_clip"][k]["final_return"] for k in pairs)
         per_task = "; ".join(f"{t} {by[('gipo', t)]['final_return']:.2f} vs {by[('ppo_clip', t)]['final_return']:.2f}"
                              for t in tasks if ("gipo", t) in by and ("ppo_clip", t) in by)  # fmt: skip
         lines.append(f"- Final training return (last 20 % of the iterations, rewards × {preset.reward_scale:g}), "
