@@ -1,4 +1,8 @@
-"""Run by test_multiprocess.py under `torchrun --nproc_per_node 2`: a few GIPO steps on CPU (gloo)."""
+"""Run by test_multiprocess.py under `torchrun --nproc_per_node 2`: a few GIPO steps on CPU (gloo).
+
+Each rank writes its result to `<out>/rank<k>.json`: a file of its own, which the two processes cannot
+interleave the way they interleave their stdout with transformers' own prints.
+"""
 
 import json
 import sys
@@ -13,5 +17,6 @@ torch.set_num_threads(1)
 trainer = make_trainer(sys.argv[1], Path(sys.argv[2]), max_steps=4, logging_steps=1, per_device_train_batch_size=8)
 trainer.train()
 losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-print("RESULT " + json.dumps({"rank": trainer.accelerator.process_index, "world": trainer.accelerator.num_processes,
-                              "losses": losses}), flush=True)  # fmt: skip
+rank = trainer.accelerator.process_index
+result = {"rank": rank, "world": trainer.accelerator.num_processes, "losses": losses}
+(Path(sys.argv[2]) / f"rank{rank}.json").write_text(json.dumps(result))
