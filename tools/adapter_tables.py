@@ -180,6 +180,8 @@ def _trl_cases():
         ("TRL", "`GIPOConfig(gipo_objective=\"trpo\")`", config(gipo_objective="trpo")),
         ("TRL", "`GIPOConfig(gipo_objective_kwargs={\"tau\": 2})`", config(gipo_objective_kwargs={"tau": 2})),
         ("TRL", "`GIPOConfig(off_policy_mask_threshold=0.5)`", config(off_policy_mask_threshold=0.5)),
+        ("TRL", "`GIPOConfig(epsilon_high=0.28)` (DAPO's, kept from a GRPO config)", config(epsilon_high=0.28)),
+        ("TRL", "`GIPOConfig(loss_type=\"gipoo\")`", config(loss_type="gipoo")),
     ]  # fmt: skip
 
 

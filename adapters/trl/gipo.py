@@ -20,7 +20,18 @@ SETTING_NAMES = {"sigma": "gipo_sigma", "sigma_neg_ratio": "gipo_sigma_neg_ratio
 """Core setting → GIPOConfig field (TRL's convention prefixes an algorithm's settings: `sapo_temperature_pos`)."""
 
 AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+"""`GRPOConfig.loss_type`'s values in the supported TRL range (a test reads them from TRL's own field help)."""
+LOSS_TYPES = ("gipo", *TRL_LOSS_TYPES)
+REPLACED_BY_GIPO = {
+    "epsilon": "the clip range, which GIPO opens (its trust weight takes the clip's place: set gipo_sigma)",
+    "epsilon_high": "the clip range's upper bound, which GIPO opens (set gipo_sigma)",
+    "delta": "the ratio clamp, which would change GIPO's term",
+    "off_policy_mask_threshold": "the off-policy sequence mask, whose hook GIPO's trust weight uses",
+}
+"""GRPOConfig settings GIPO replaces: with `loss_type="gipo"` each must keep its default (else a `ValueError`)."""
 _SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides these by the accumulation steps
+_CLIP_METRICS = "clip_ratio/"  # TRL's clip counters: constant 0 with the clip opened, so not logged under GIPO
 
 
 @dataclass
@@ -43,8 +54,9 @@ class GIPOConfig(GRPOConfig):
         default="gipo",
         metadata={
             "help": "Policy loss. 'gipo' (default): GIPO's trust-weighted importance sampling, aggregated as "
-            "`gipo_aggregation`. Any GRPOConfig loss type ('grpo', 'dapo', 'sapo', 'bnpo', 'dr_grpo', 'cispo', "
-            "'luspo', 'vespo') runs TRL's own loss."
+            "`gipo_aggregation`; `epsilon`, `epsilon_high`, `delta` and `off_policy_mask_threshold` then keep their "
+            "defaults. Any GRPOConfig loss type ('grpo', 'dapo', 'sapo', 'bnpo', 'dr_grpo', 'cispo', 'luspo', "
+            "'vespo') runs TRL's own loss."
         },
     )
     gipo_sigma: float = field(
@@ -91,19 +103,22 @@ class GIPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:  # TRL's own config would fail only at the first loss call
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; choose one of {LOSS_TYPES}")
         super().__post_init__()
         _ = self.policy_objective  # validates every GIPO setting, named as written here, whatever the loss_type
         validate_fused_config(self)
         if self.loss_type != "gipo":
             return
-        if self.delta is not None:
-            raise ValueError(
-                "delta clamps the importance ratio and would change GIPO's term; leave it None with loss_type='gipo'"
-            )
+        for name, what in REPLACED_BY_GIPO.items():
+            value, default = getattr(self, name), GRPOConfig.__dataclass_fields__[name].default
+            if value != default:
+                raise ValueError(
+                    f"{name}={value!r} sets {what}; leave it at its default ({default!r}) with loss_type='gipo', "
+                    "or choose a TRL loss_type to use it"
+                )
         if self.gipo_aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown gipo_aggregation {self.gipo_aggregation!r}; choose one of {AGGREGATIONS}")
-        if self.off_policy_mask_threshold is not None:
-            raise ValueError("off_policy_mask_threshold cannot be combined with loss_type='gipo'")
         if self.use_liger_kernel:
             raise ValueError("use_liger_kernel bypasses the GRPO loss path; it cannot be used with loss_type='gipo'")
 
@@ -131,13 +146,18 @@ class GIPOTrainer(GRPOTrainer):
 
     How it plugs in, touching as little of TRL as possible: the loss runs TRL's own
     `gipo_aggregation` path with the clip range opened ($\epsilon = \infty$, so the per-token
-    term is $-rA$), and TRL's per-token multiplicative mask hook (`get_off_policy_mask`)
+    term is $-rA$), and the instance's per-token multiplicative mask hook (`get_off_policy_mask`)
     returns the core's detached trust weight $w$, giving $-\,r\,A\,w$. Everything else is
     TRL's: aggregation and normalisation, token- or sequence-level importance sampling (`w` is then
     computed on the sequence log-ratio), the `beta` KL term, `num_iterations` /
-    `steps_per_generation` and the logging. The core's diagnostics are logged as
+    `steps_per_generation`, the logging, and the consistency warnings TRL gives for a loss type
+    (they see `gipo_aggregation`, the aggregation GIPO runs). The core's diagnostics are logged as
     `gipo/<name>` (`gipo/trust_weight_mean`, `gipo/dead_fraction`, `gipo/ess` ...) into
-    `self._metrics`, and `policy_loss` is always logged.
+    `self._metrics`, and `policy_loss` is always logged; TRL's `clip_ratio/*` counters, constant 0
+    with the clip opened, are not.
+
+    `GIPOTrainer.get_off_policy_mask` stays TRL's static method: only a GIPO trainer's instance
+    attribute of that name is the trust weight.
 
     With vLLM the weight uses the sampler's log-probs (`sampling_per_token_logps`) as the behaviour
     policy; tokens it could not score get $\ell = 0$.
@@ -145,27 +165,30 @@ class GIPOTrainer(GRPOTrainer):
 
     args: GIPOConfig
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model, reward_funcs, args: GRPOConfig | None = None, *rest, **kwargs):
+        self._gipo = args is not None and args.loss_type == "gipo"
+        if self._gipo:
+            if not isinstance(args, GIPOConfig):
+                raise ValueError("loss_type='gipo' needs a GIPOConfig")
+            args.loss_type = args.gipo_aggregation  # TRL's __init__ checks (and warns about) the loss it will run
+        try:
+            super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        finally:
+            if self._gipo:
+                args.loss_type = "gipo"
         self._gipo_pending: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self._divergence = DivergenceMonitor(logger.warning)
-        self._gipo = self.args.loss_type == "gipo"
         if self._gipo:
-            if not isinstance(self.args, GIPOConfig):
-                raise ValueError("loss_type='gipo' needs a GIPOConfig")
             self.policy_objective = self.args.policy_objective
-            self.loss_type = self.args.gipo_aggregation
             self.epsilon_low = self.epsilon_high = math.inf
-            self.off_policy_mask_threshold = math.inf  # enables the per-token mask hook below
+            self.off_policy_mask_threshold = math.inf  # makes TRL call the per-token mask hook ...
+            self.get_off_policy_mask = self._trust_weight  # ... which, on this instance, is GIPO's weight
         self._fused_lm_head = getattr(self.args, "gipo_fused_loss", False)
         if self._fused_lm_head:
             check_fused_model(self.model)
 
-    def get_off_policy_mask(self, advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold):
-        if not self._gipo:
-            return super().get_off_policy_mask(
-                advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold
-            )
+    def _trust_weight(self, advantages, per_token_logps, sampling_per_token_logps, mask, off_policy_threshold):
+        """GIPO's detached per-token weight $w$, in the place (and with the signature) of TRL's mask hook."""
         log_prob = per_token_logps.detach()
         old_log_prob = torch.where(torch.isnan(sampling_per_token_logps), log_prob, sampling_per_token_logps)
         if self.importance_sampling_level == "sequence":
@@ -200,8 +223,11 @@ class GIPOTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         loss = super()._compute_loss(model, inputs)
+        mode = "train" if self.model.training else "eval"
+        if self._gipo:
+            for name in [name for name in self._metrics[mode] if name.startswith(_CLIP_METRICS)]:
+                del self._metrics[mode][name]
         if not self._entropy_bonus_enabled and not self.aux_loss_enabled:  # TRL logs policy_loss only then
-            mode = "train" if self.model.training else "eval"
             scale = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             policy_loss = loss.detach() * (scale if self.loss_type in (*_SCALED_FOR_ACCUMULATION, "sapo") else 1.0)
             self._defer("policy_loss", policy_loss)

@@ -157,6 +157,10 @@ def test_restore_continues_exactly(tiny_lm, tmp_path):
         ({"gipo_kernel": "box"}, "kernel"),
         ({"gipo_aggregation": "sapo"}, "gipo_aggregation"),
         ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
+        ({"epsilon": 0.1}, "epsilon=0.1"),
+        ({"epsilon_high": 0.28}, "epsilon_high"),
+        ({"loss_type": "gipoo"}, "loss_type 'gipoo'"),
+        ({"loss_type": "gipoo", "gipo_sigma": 2.0}, "choose one of .*'gipo', 'grpo'"),
     ],
 )
 def test_bad_config_values(tmp_path, overrides, name):
@@ -221,3 +225,65 @@ def test_a_registered_objective_through_the_trainer(tiny_lm, tmp_path):
                        gipo_objective_kwargs={"toy_alpha": -1.0})  # fmt: skip
     finally:
         unregister_objective("toy")
+
+
+def test_a_trl_loss_type_keeps_its_clip_range(tmp_path):
+    config = GIPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", loss_type="dapo", epsilon_high=0.28)
+    assert config.epsilon_high == 0.28
+
+
+def test_loss_types_are_trls_plus_gipo(tmp_path):
+    """Every value GRPOConfig's help lists is accepted, and nothing else but 'gipo'."""
+    import re
+
+    from trl import GRPOConfig
+
+    from gipo_plugins.trl.gipo import TRL_LOSS_TYPES
+
+    help_text = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    listed = re.search(r"Supported values are (.*?)\. ", help_text).group(1)
+    assert sorted(re.findall(r"'(\w+)'", listed)) == sorted(TRL_LOSS_TYPES)
+    for loss_type in TRL_LOSS_TYPES:
+        assert GIPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", loss_type=loss_type).loss_type
+
+
+def test_get_off_policy_mask_stays_trls_static_method(tiny_lm, tmp_path):
+    """TRL's own tests call it on the class; only a GIPO trainer's instance hook is the trust weight."""
+    from trl import GRPOTrainer
+
+    from gipo_plugins.trl import GIPOTrainer
+
+    gen = torch.Generator().manual_seed(0)
+    advantages = torch.tensor([[1.0], [-1.0], [-0.5]])
+    logps, sampling = -torch.rand(3, 5, generator=gen), -torch.rand(3, 5, generator=gen)
+    mask = torch.ones(3, 5)
+    call = (advantages, logps, sampling, mask, 0.05)
+    torch.testing.assert_close(GIPOTrainer.get_off_policy_mask(*call), GRPOTrainer.get_off_policy_mask(*call))
+    dapo = make_trainer(tiny_lm, tmp_path, loss_type="dapo", off_policy_mask_threshold=0.05)
+    torch.testing.assert_close(dapo.get_off_policy_mask(*call), GRPOTrainer.get_off_policy_mask(*call))
+    gipo = _prepare(make_trainer(tiny_lm, tmp_path))
+    expected = gipo_objective(logps, sampling, advantages, mask, reduction="none").gate
+    torch.testing.assert_close(gipo.get_off_policy_mask(*call), expected)
+
+
+def test_trls_loss_type_warnings_see_the_aggregation(tiny_lm, tmp_path, caplog):
+    """TRL warns that a token-summed loss with sequence-level IS weights sequences by length: so does GIPO's 'dapo'."""
+    with caplog.at_level("WARNING"):
+        trainer = make_trainer(tiny_lm, tmp_path, importance_sampling_level="sequence", gipo_aggregation="dapo")
+    assert "the `'dapo'` loss sums per-token" in caplog.text
+    assert trainer.args.loss_type == "gipo" and trainer.loss_type == "dapo"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        make_trainer(tiny_lm, tmp_path, importance_sampling_level="sequence", gipo_aggregation="grpo")
+    assert "sums per-token" not in caplog.text
+
+
+def test_no_clip_metrics_under_gipo(tiny_lm, tmp_path):
+    """The clip is opened under GIPO, so TRL's clip_ratio/* could only ever read 0: they are not logged."""
+    gipo = _prepare(make_trainer(tiny_lm, tmp_path))
+    dapo = _prepare(make_trainer(tiny_lm, tmp_path, loss_type="dapo"))
+    inputs = _fixed_inputs(gipo, shift=1.5)
+    for trainer in (gipo, dapo):
+        trainer._compute_loss(trainer.model, inputs)
+    assert not any(name.startswith("clip_ratio/") for name in gipo._metrics["train"])
+    assert dapo._metrics["train"]["clip_ratio/region_mean"][-1] > 0  # the same batch, clipped by dapo
