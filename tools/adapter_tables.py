@@ -160,7 +160,6 @@ def _rllib_cases():
         ("RLlib", "`GIPOConfig().training(sigma=-1)`", lambda: GIPOConfig().training(sigma=-1)),
         ("RLlib", "`GIPOConfig().training(sapo_tau_neg=-1.0)`", lambda: GIPOConfig().training(sapo_tau_neg=-1.0)),
         ("RLlib", "`GIPOConfig().training(objective=\"trpo\")`", lambda: GIPOConfig().training(objective="trpo")),
-        ("RLlib", "`GIPOConfig().training(gipo_sigma=1.0)` (0.1 name)", lambda: GIPOConfig().training(gipo_sigma=1.0)),
         ("RLlib", "`GIPOConfig.from_dict({\"sigma\": 0})`", lambda: GIPOConfig.from_dict({"sigma": 0})),
         ("RLlib", "`AGIPOConfig().training(kernel=\"box\")`", lambda: AGIPOConfig().training(kernel="box")),
     ]  # fmt: skip

@@ -34,9 +34,6 @@ from gipo_plugins.registry import get_spec
 RLLIB_NAMES: Mapping[str, str] = {"clip_epsilon": "clip_param"}
 """Core hyperparameters that RLlib already has under its own name: core name → RLlib name."""
 
-RENAMED: Mapping[str, str] = {"gipo_sigma": "sigma", "gipo_sigma_neg_ratio": "sigma_neg_ratio", "gipo_kernel": "kernel"}
-"""Names of gipo-plugins 0.1 → today's names. The old ones are rejected, never silently accepted."""
-
 OBJECTIVE = "objective"
 """The config attribute that selects the registered objective."""
 
@@ -57,13 +54,6 @@ def settings_table() -> list[dict[str, Any]]:
     for name, hp in all_hyperparameters().items():
         rows.append({"rllib": rllib_name(name), "core": name, "default": hp.default, "help": hp.help})
     return rows
-
-
-def _reject_renamed(keys: Any, where: str) -> None:
-    old = [key for key in keys if key in RENAMED]
-    if old:
-        renames = ", ".join(f"{key!r} is now {RENAMED[key]!r}" for key in old)
-        raise TypeError(f"{where}: {renames} (the core's names; the old ones are no longer accepted)")
 
 
 class GIPOSettings:
@@ -93,9 +83,8 @@ class GIPOSettings:
 
         Raises:
             ValueError: a bad value, naming the setting.
-            TypeError: an unknown keyword, or an old name (`gipo_sigma` ...) naming the new one.
+            TypeError: an unknown keyword.
         """
-        _reject_renamed(kwargs, f"{type(self).__name__}.training()")
         given = {key: kwargs.pop(key) for key in list(kwargs) if key in owned_settings()}
         if objective is not NotProvided:
             given[OBJECTIVE] = objective
@@ -112,7 +101,6 @@ class GIPOSettings:
 
     def update_from_dict(self, config_dict: Mapping[str, Any]):
         """RLlib's `update_from_dict` (dict configs, `from_dict`, Tune), checking GIPO's settings in it."""
-        _reject_renamed(config_dict, type(self).__name__)
         self._check_gipo_settings({k: v for k, v in config_dict.items() if k == OBJECTIVE or k in owned_settings()})
         return super().update_from_dict(config_dict)
 
@@ -146,7 +134,6 @@ class GIPOSettings:
     def validate(self) -> None:
         """The algorithm's checks, then GIPO's (raised even when RLlib's validation is switched off)."""
         super().validate()
-        _reject_renamed(vars(self), type(self).__name__)
         self._check_gipo_settings(self._current_gipo_settings())
 
     @property
@@ -160,7 +147,7 @@ class GIPOSettings:
     # --- state (checkpoints, Algorithm construction) ----------------------------------------------
 
     def _gipo_state_keys(self) -> list[str]:
-        return [OBJECTIVE, *owned_settings(), *RLLIB_NAMES.values(), *RENAMED]
+        return [OBJECTIVE, *owned_settings(), *RLLIB_NAMES.values()]
 
     def get_state(self) -> dict[str, Any]:
         """RLlib's state, keeping GIPO's settings even when they equal RLlib's sentinel $-1$ (see the module notes)."""
@@ -171,9 +158,8 @@ class GIPOSettings:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]):
-        """RLlib's `from_state`, refusing a state (e.g. a checkpoint's) that lacks or renames GIPO settings."""
+        """RLlib's `from_state`, refusing a state (e.g. a checkpoint's) that lacks GIPO settings."""
         where = f"{cls.__name__} state (a checkpoint's config?)"
-        _reject_renamed(state, where)
         objective = state.get(OBJECTIVE)
         if objective is None:
             raise ValueError(f"{where} has no {OBJECTIVE!r}: not written by this GIPO config, or truncated")
@@ -197,4 +183,4 @@ def _objective_settings(objective: str) -> tuple[str, ...]:
     return tuple(hp.name for hp in get_spec(objective).hyperparameters)
 
 
-__all__ = ["OBJECTIVE", "RENAMED", "RLLIB_NAMES", "GIPOSettings", "owned_settings", "rllib_name", "settings_table"]
+__all__ = ["OBJECTIVE", "RLLIB_NAMES", "GIPOSettings", "owned_settings", "rllib_name", "settings_table"]

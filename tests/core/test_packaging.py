@@ -85,3 +85,40 @@ def test_each_extra_pulls_only_its_own_framework(extra):
     for requirement in own:
         name = re.split(r"[\s\[<>=;!~]", requirement, maxsplit=1)[0].lower()
         assert name not in foreign, f"extra {extra!r} pulls {name}"
+
+
+def _extra_closure(extra: str, requires: list[str]) -> set[str]:
+    """Distribution names an extra installs: its own requirements and those of the extras it names."""
+    names: set[str] = set()
+    for requirement in requires:
+        spec, _, marker = requirement.partition(";")
+        if f'extra == "{extra}"' not in marker:
+            continue
+        name = re.split(r"[\s\[<>=!~]", spec.strip(), maxsplit=1)[0].lower()
+        if name == "gipo-plugins":
+            for inner in re.search(r"\[(.*)\]", spec).group(1).split(","):
+                names |= _extra_closure(inner.strip(), requires)
+        else:
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_an_adapters_module_level_imports_come_with_its_extra(adapter):
+    """`pip install "gipo-plugins[<adapter>]"` installs everything the adapter's modules import when loaded."""
+    import ast
+
+    requires = metadata.requires("gipo-plugins")
+    core = {re.split(r"[\s\[<>=!~]", r, maxsplit=1)[0].lower() for r in requires if ";" not in r}
+    allowed = core | _extra_closure(adapter, requires)
+    providers = metadata.packages_distributions()
+    missing = set()
+    for path in (ROOT / "adapters" / adapter).glob("*.py"):
+        for node in ast.parse(path.read_text()).body:  # module level only: lazy imports serve optional paths
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"gipo_plugins"}:
+                if not {d.lower() for d in providers.get(top, [top])} & allowed:
+                    missing.add(f"{path.name}: {top}")
+    assert not missing, f"imported at module level but not in the [{adapter}] extra: {sorted(missing)}"

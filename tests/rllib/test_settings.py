@@ -18,7 +18,7 @@ from gipo_plugins import Hyperparameter, all_hyperparameters, register_objective
 from gipo_plugins._checks import check_positive
 from gipo_plugins.objectives import capped_exp
 from gipo_plugins.rllib import AGIPO, GIPO, AGIPOConfig, GIPOConfig
-from gipo_plugins.rllib.settings import RENAMED, owned_settings, rllib_name, settings_table
+from gipo_plugins.rllib.settings import owned_settings, rllib_name, settings_table
 
 CONFIGS = [GIPOConfig, AGIPOConfig]
 
@@ -59,15 +59,6 @@ def test_training_sets_settings_next_to_the_algorithms_own(config_cls):
     assert config.sapo_tau_pos == 2.0 and isinstance(config.sapo_tau_pos, float) and config.lr == 1e-4
     config.validate()
     assert config.policy_objective.name == "sapo" and config.policy_objective.sapo_tau_pos == 2.0
-
-
-@pytest.mark.parametrize("config_cls", CONFIGS)
-@pytest.mark.parametrize("old", sorted(RENAMED))
-def test_old_names_fail_naming_the_new_one(config_cls, old):
-    with pytest.raises(TypeError, match=f"'{old}' is now '{RENAMED[old]}'"):
-        config_cls().training(**{old: 0.5})
-    with pytest.raises(TypeError, match=f"'{old}' is now '{RENAMED[old]}'"):
-        config_cls.from_dict({old: 0.5})
 
 
 @pytest.mark.parametrize("config_cls", CONFIGS)
@@ -138,8 +129,6 @@ def test_state_without_gipo_settings_is_refused(config_cls):
         config_cls.from_state({k: v for k, v in state.items() if k != "objective"})
     with pytest.raises(ValueError, match=rf"^{config_cls.__name__}: unknown objective 'mystery'; choose one of"):
         config_cls.from_state(state | {"objective": "mystery"}).validate()
-    with pytest.raises(TypeError, match="'gipo_sigma' is now 'sigma'"):
-        config_cls.from_state(state | {"gipo_sigma": 0.7})
 
 
 @pytest.fixture
