@@ -11,8 +11,9 @@ live in `gipo_plugins.rllib`, `gipo_plugins.torchrl`, `gipo_plugins.trl` and `gi
 Meta-World in `gipo_plugins.metaworld`.
 
 - `trust_weight` — the kernels (`gipo_plugins.kernels`).
-- `gipo_objective`, `ppo_clip_objective`, `sapo_objective`, `is_objective`, `PolicyObjective`,
-  `behaviour_kl` — the objectives (`gipo_plugins.objectives`).
+- `gipo_objective`, `ppo_clip_objective`, `sapo_objective`, `is_objective`, `PolicyObjective` — the
+  objectives; `behaviour_kl` (sampled, k3), `categorical_kl` (exact) and `anchor_coeff` — the anchor to the
+  behaviour policy (`gipo_plugins.objectives`).
 - `register_objective`, `Hyperparameter`, `OBJECTIVES`, `get_objective` — the registry
   (`gipo_plugins.registry`): add an objective with one function and one registration.
 - `utilization_metrics`, `DivergenceMonitor` — the diagnostics (`gipo_plugins.diagnostics`).
@@ -26,9 +27,13 @@ from gipo_plugins.diagnostics import DIVERGENCE_LOG_RATIO_P95, DivergenceMonitor
 from gipo_plugins.fused import FusedPolicyLoss, chunked_token_log_probs, fused_linear_policy_loss
 from gipo_plugins.kernels import KERNELS, trust_weight
 from gipo_plugins.objectives import (
+    BEHAVIOUR_KL_COEFF,
+    PUBLISHED_KL_COEFF,
     ObjectiveResult,
     PolicyObjective,
+    anchor_coeff,
     behaviour_kl,
+    categorical_kl,
     get_objective,
     gipo_objective,
     is_objective,
@@ -48,9 +53,11 @@ from gipo_plugins.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BEHAVIOUR_KL_COEFF",
     "DIVERGENCE_LOG_RATIO_P95",
     "KERNELS",
     "OBJECTIVES",
+    "PUBLISHED_KL_COEFF",
     "DivergenceMonitor",
     "FusedPolicyLoss",
     "Hyperparameter",
@@ -58,7 +65,9 @@ __all__ = [
     "ObjectiveSpec",
     "PolicyObjective",
     "all_hyperparameters",
+    "anchor_coeff",
     "behaviour_kl",
+    "categorical_kl",
     "check_mode",
     "chunked_token_log_probs",
     "fused_linear_policy_loss",

@@ -127,6 +127,15 @@ def check_positive(name: str, value: float | Tensor) -> float | Tensor:
     return float(value)
 
 
+def check_optional_nonnegative(name: str, value: float | None) -> float | None:
+    """Require `None` or a finite number >= 0; returns it (numbers as `float`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_below(name: str, value: float | Tensor, bound: float, why: str) -> None:
     """Require `value < bound` (a number, or every element of a tensor)."""
     if isinstance(value, Tensor):

@@ -44,6 +44,7 @@ from gipo_plugins._checks import (
     check_choice,
     check_finite_where,
     check_mask_nonempty,
+    check_optional_nonnegative,
     check_positive,
 )
 from gipo_plugins.diagnostics import utilization_metrics
@@ -432,6 +433,65 @@ def is_objective(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mas
     return PolicyObjective("is")(log_prob, old_log_prob, advantages, mask, reduction=reduction)
 
 
+PUBLISHED_KL_COEFF = 0.1
+r"""The published method's anchor: $0.1\cdot\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ on every actor step, with
+$\pi_{old}$ the behaviour policy (the authors' reference script, for every objective it compares)."""
+
+BEHAVIOUR_KL_COEFF = Hyperparameter(
+    "behaviour_kl_coeff",
+    None,
+    "coefficient beta >= 0 of the anchor beta * KL(pi_behaviour || pi_theta); None: the published 0.1 with "
+    "objective 'gipo' and 0 (the framework's own loss) with any other",
+    check_optional_nonnegative,
+)
+"""The anchor's setting, one name in every adapter that adds it (RLlib's AGIPO, TRL, the VLA trainer, verl);
+not an objective's hyperparameter: the anchor is added to any objective's loss."""
+
+
+def anchor_coeff(behaviour_kl_coeff: float | None, objective: str) -> float:
+    """The anchor coefficient in force: the given one, else `PUBLISHED_KL_COEFF` for `"gipo"` and 0 otherwise.
+
+    GIPO as shipped is the published method; a baseline objective keeps its framework's loss unless the
+    anchor is set explicitly (an A/B sets it for both arms).
+    """
+    if behaviour_kl_coeff is not None:
+        return behaviour_kl_coeff
+    return PUBLISHED_KL_COEFF if objective == "gipo" else 0.0
+
+
+def categorical_kl(logits: Tensor, old_logits: Tensor, mask: Tensor | None = None, *,
+                   reduction: Reduction = "mean") -> Tensor:  # fmt: skip
+    r"""Exact $\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ between categoricals over the last dimension.
+
+    $$\mathrm{KL} = \sum_a \pi_{old}(a)\,\big(\log\pi_{old}(a) - \log\pi_\theta(a)\big),
+    \qquad \frac{\partial\,\mathrm{KL}}{\partial\,\mathrm{logits}} = \pi_\theta - \pi_{old},$$
+
+    with $\pi = \mathrm{softmax}(\text{logits})$ and `old_logits` the behaviour policy's, stored when it
+    acted (detached here). The anchor for discrete actions and action tokens: unlike the sampled
+    estimate (`behaviour_kl`) it pulls every action's probability back, not only the one taken.
+    Actions the behaviour policy could not take ($-\infty$ logits) contribute 0. Computed in at least fp32.
+
+    Args:
+        logits: current logits (differentiable), `(*batch, num_actions)`.
+        old_logits: behaviour logits; broadcastable to `logits`.
+        mask: optional, over `batch` (non-zero marks valid elements).
+        reduction: `"mean"` (masked mean, default), `"sum"` or `"none"` (shape `batch`, zeros where masked).
+
+    Raises:
+        ValueError: naming the argument: shapes that do not broadcast, NaN at unmasked positions, an
+            all-masked batch, an unknown `reduction`.
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    logits = as_float_tensor("logits", logits)
+    old_logits = as_float_tensor("old_logits", old_logits).detach()
+    check_broadcasts_to("old_logits", old_logits, logits.shape, "logits")
+    old_log_p = old_logits.log_softmax(-1)
+    gap = old_log_p - logits.log_softmax(-1)
+    kl = torch.where(old_log_p > -torch.inf, old_log_p.exp() * gap, gap.new_zeros(())).sum(-1)
+    batch = _prepare(kl, None, mask, {"the categorical KL": kl.detach()})
+    return _reduce(batch.log_ratio, batch, reduction)[0]
+
+
 def behaviour_kl(log_prob: Tensor, old_log_prob: Tensor, mask: Tensor | None = None, *,
                  reduction: Reduction = "mean") -> Tensor:  # fmt: skip
     r"""Differentiable sample estimate of $\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ for a KL penalty.
@@ -450,13 +510,17 @@ def behaviour_kl(log_prob: Tensor, old_log_prob: Tensor, mask: Tensor | None = N
 
 
 __all__ = [
+    "BEHAVIOUR_KL_COEFF",
     "OBJECTIVES",
+    "PUBLISHED_KL_COEFF",
     "REDUCTIONS",
     "ObjectiveResult",
     "PolicyObjective",
+    "anchor_coeff",
     "behaviour_kl",
     "by_advantage_sign",
     "capped_exp",
+    "categorical_kl",
     "get_objective",
     "gipo_objective",
     "is_objective",

@@ -14,6 +14,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_advantage_broadcast, _sum_td_features
 
 from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters, behaviour_kl
+from gipo_plugins._checks import check_optional_nonnegative
 from gipo_plugins.diagnostics import METRIC_KEYS
 from gipo_plugins.registry import get_spec
 
@@ -111,10 +112,7 @@ class GIPOLoss(ClipPPOLoss):
         settings = {key: kwargs.pop(key) for key in list(kwargs) if key in registered}
         # validated once, here: the objective, every setting given, and ClipPPOLoss's clip range
         validated = PolicyObjective(objective, clip_epsilon=clip_epsilon, **settings)
-        if kl_coeff is not None and not (
-            isinstance(kl_coeff, int | float) and math.isfinite(kl_coeff) and kl_coeff >= 0
-        ):
-            raise ValueError(f"kl_coeff must be None or a finite number >= 0, got {kl_coeff!r}")
+        kl_coeff = check_optional_nonnegative("kl_coeff", kl_coeff)
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"unknown kl_estimator {kl_estimator!r}; choose one of {', '.join(KL_ESTIMATORS)}")
         super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
@@ -135,7 +133,7 @@ class GIPOLoss(ClipPPOLoss):
         if kl_coeff is None:
             self.kl_coeff = None
         else:
-            self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff), device=device))
+            self.register_buffer("kl_coeff", torch.tensor(kl_coeff, device=device))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, int | float) and name in SCHEDULABLE_SETTINGS and name in getattr(self, "_buffers", {}):

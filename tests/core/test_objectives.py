@@ -258,6 +258,44 @@ def test_behaviour_kl_estimator():
     assert torch.isfinite(extreme)
 
 
+def test_categorical_kl_is_torchs_exact_kl_from_the_behaviour_policy():
+    from gipo_plugins import categorical_kl
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 256, generator=gen, requires_grad=True)
+    old_logits = torch.randn(3, 4, 256, generator=gen)
+    mask = torch.ones(3, 4)
+    mask[0] = 0
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=old_logits), torch.distributions.Categorical(logits=logits)
+    )
+    torch.testing.assert_close(categorical_kl(logits, old_logits, reduction="none"), expected)
+    kl = categorical_kl(logits, old_logits, mask)
+    torch.testing.assert_close(kl, expected[1:].mean())
+    (grad,) = torch.autograd.grad(kl, logits)  # softmax(new) - softmax(old), per valid element / count
+    torch.testing.assert_close(grad[1:], (logits.softmax(-1) - old_logits.softmax(-1))[1:].detach() / 8)
+    assert not grad[0].any()
+    impossible = old_logits.clone()
+    impossible[..., 0] = -torch.inf  # an action the behaviour policy could not take adds nothing
+    assert torch.isfinite(categorical_kl(logits, impossible))
+    half = categorical_kl(logits.detach().half(), old_logits.half())
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    with pytest.raises(ValueError, match="mask has no valid element"):
+        categorical_kl(logits, old_logits, torch.zeros(3, 4))
+
+
+def test_anchor_coeff_defaults_to_the_published_method_for_gipo_only():
+    from gipo_plugins import BEHAVIOUR_KL_COEFF, PUBLISHED_KL_COEFF, anchor_coeff
+
+    assert PUBLISHED_KL_COEFF == 0.1 and anchor_coeff(None, "gipo") == 0.1
+    assert anchor_coeff(None, "ppo_clip") == anchor_coeff(None, "sapo") == 0.0
+    assert anchor_coeff(0.0, "gipo") == 0.0 and anchor_coeff(0.3, "ppo_clip") == 0.3
+    assert BEHAVIOUR_KL_COEFF.validate(1) == 1.0 and BEHAVIOUR_KL_COEFF.validate(None) is None
+    for bad in (-0.1, math.nan, "0.1", True):
+        with pytest.raises(ValueError, match="behaviour_kl_coeff must be None or a finite number >= 0"):
+            BEHAVIOUR_KL_COEFF.validate(bad)
+
+
 def test_clip_epsilon_may_be_a_tensor():
     log_prob, advantages = torch.tensor([0.3, -0.3]), torch.tensor([1.0, -1.0])
     as_float = ppo_clip_objective(log_prob, torch.zeros(2), advantages, clip_epsilon=0.2)
