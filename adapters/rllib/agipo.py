@@ -18,6 +18,14 @@ $\log\pi_\theta$ only), to the core objective with APPO's V-trace advantages. So
 is APPO's own surrogate, and GIPO's trust weight $w = k(\ell/\sigma_{eff})$ damps the samples whose
 current policy has moved far from the target network (and, through $\rho$'s cap, from a behaviour
 policy that is far off), where APPO's clip would zero their gradient.
+
+The anchor. APPO's optional KL loss (`use_kl_loss`, `kl_coeff`) is to the target network $\pi_{old}$,
+not to the policy that acted. `behaviour_kl_coeff` $\beta$ adds the published method's anchor,
+$\beta\,\mathrm{KL}(\mu\,\|\,\pi_\theta)$, exact, from the behaviour distribution's inputs stored at
+acting time (`Columns.ACTION_DIST_INPUTS`) through the module's own distribution class (`.kl()`), as a
+mean over `Columns.LOSS_MASK`. Default `None`: $\beta = 0.1$ with `objective="gipo"` (GIPO as published:
+stock APPO, which AGIPO replaces, has no trust region besides the clip GIPO opens), 0 with any other
+objective (stock APPO's loss); set it explicitly to give both arms of an A/B the same anchor.
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ from ray.rllib.algorithms.appo.appo import (
 from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.vtrace_torch_v2 import make_time_major, vtrace_torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical, TorchMultiCategorical
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import ModuleID, TensorType
 
+from gipo_plugins import BEHAVIOUR_KL_COEFF, anchor_coeff, categorical_kl
 from gipo_plugins.diagnostics import masked_quantile
 from gipo_plugins.rllib.learner import GIPOLearnerMixin
 from gipo_plugins.rllib.settings import GIPOSettings
@@ -50,10 +60,29 @@ from gipo_plugins.rllib.settings import GIPOSettings
 IS_RATIO_CAP = 2.0
 """Cap on APPO's $\\rho = \\mu/\\pi_{old}$ (a constant in RLlib's torch learner)."""
 
+BEHAVIOUR_KL_KEY = "behaviour_kl"
+"""Learner result key of the anchor's KL(μ ‖ π_θ) (logged when its coefficient is > 0)."""
+
 POLICY_LAG_KEYS = ("policy_lag_p50", "policy_lag_p95", "policy_lag_max")
 """Quantiles of the per-sample policy lag (learner updates between the acting weights and now), logged
 next to RLlib's mean, `diff_num_grad_updates_vs_sampler_policy`."""
 _LAG_QUANTILES = (0.5, 0.95, 1.0)
+
+
+def behaviour_kl(behaviour, current) -> torch.Tensor:
+    """Exact KL(μ ‖ π_θ) per sample between two RLlib action distributions of the same class.
+
+    Categorical and multi-categorical (`MultiDiscrete`, e.g. binned actions) heads use the core's
+    `categorical_kl` (summed over the action dimensions), which needs no device→host sync; torch's
+    categorical KL, behind RLlib's `.kl()`, masks with boolean indexing. Any other head: its `.kl()`.
+    """
+    if isinstance(current, TorchMultiCategorical):
+        pairs = zip(behaviour._cats, current._cats, strict=True)
+    elif isinstance(current, TorchCategorical):
+        pairs = [(behaviour, current)]
+    else:
+        return behaviour.kl(current)
+    return sum(categorical_kl(cur.logits, old.logits, reduction="none") for old, cur in pairs)
 
 
 class AGIPOConfig(GIPOSettings, APPOConfig):
@@ -73,7 +102,11 @@ class AGIPOConfig(GIPOSettings, APPOConfig):
     The settings, their names, defaults and checks are those of
     [`GIPOConfig`][gipo_plugins.rllib.gipo.GIPOConfig] ([`GIPOSettings`][gipo_plugins.rllib.settings.GIPOSettings]);
     `objective="ppo_clip"` is APPO's own clipped surrogate with APPO's `clip_param` (default 0.4).
+    `behaviour_kl_coeff` (default `None`: 0.1 with `objective="gipo"`, else 0) is the anchor to the
+    behaviour policy (see the module notes); APPO's `kl_coeff` stays its KL loss to the target network.
     """
+
+    extra_settings = (BEHAVIOUR_KL_COEFF,)
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or AGIPO)
@@ -100,8 +133,10 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
 
     Everything else is APPO's, computed as `APPOTorchLearner` does: V-trace targets and advantages
     from the target network's log-probs, the value loss, the entropy bonus, the optional KL penalty to
-    the target network, the IS-ratio diagnostics, all as means over `Columns.LOSS_MASK`. The policy
-    term is the selected objective on APPO's log-ratio (see the module notes)
+    the target network, the IS-ratio diagnostics, all as means over `Columns.LOSS_MASK`. Added: the
+    anchor $\beta\,\mathrm{KL}(\mu\,\|\,\pi_\theta)$ to the behaviour policy when its coefficient
+    is > 0 (logged as `behaviour_kl`). The policy term is the selected objective on APPO's log-ratio
+    (see the module notes)
 
     $$\ell = \min(\log\mu - \log\pi_{old},\ \log 2) + \log\pi_\theta - \mathrm{sg}[\log\mu].$$
 
@@ -168,6 +203,11 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
             mean_kl_loss = torch.sum(old_target_policy_dist.kl(target_policy_dist) * loss_mask) / size_loss_mask
         else:
             mean_kl_loss = 0.0
+        anchor = {}
+        beta = anchor_coeff(config.behaviour_kl_coeff, config.objective)
+        if beta > 0:
+            kl = behaviour_kl(dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS]), target_policy_dist)
+            anchor[BEHAVIOUR_KL_KEY] = torch.sum(kl.reshape(loss_mask.shape) * loss_mask) / size_loss_mask
         delta = values_tm - vtrace_targets
         mean_vf_loss = 0.5 * torch.sum(torch.pow(delta, 2.0) * loss_mask_tm) / size_loss_mask
         mean_entropy_loss = -torch.sum(target_policy_dist.entropy() * loss_mask) / size_loss_mask
@@ -177,6 +217,7 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
             + mean_vf_loss * config.vf_loss_coeff
             + mean_entropy_loss * self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
             + mean_kl_loss * self.curr_kl_coeffs_per_module[module_id]
+            + beta * anchor.get(BEHAVIOUR_KL_KEY, 0.0)
         )
         stats = {
             POLICY_LOSS_KEY: mean_pi_loss,
@@ -187,6 +228,7 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
             LEARNER_RESULTS_MEAN_IS_KEY: mean_is_ratio,
             LEARNER_RESULTS_VAR_IS_KEY: var_is_ratio,
             **self._policy_lag(batch, loss_mask > 0),
+            **anchor,
         }
         self.log_objective(module_id, stats, result)
         return total_loss

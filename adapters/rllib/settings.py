@@ -62,12 +62,19 @@ class GIPOSettings:
     Adds `objective` and every registered hyperparameter as attributes with their registered defaults,
     accepts them in `training(...)` and dict configs, checks them (see the module notes) and builds the
     core objective they select ([`policy_objective`][gipo_plugins.rllib.settings.GIPOSettings.policy_objective]).
+    A config class adds settings of its own that are not an objective's (AGIPO's anchor) in
+    `extra_settings`: they are set, checked and kept the same way.
     """
 
+    extra_settings: tuple[Hyperparameter, ...] = ()
+
+    def _owned(self) -> dict[str, Hyperparameter]:
+        return owned_settings() | {hp.name: hp for hp in self.extra_settings}
+
     def _init_gipo_settings(self) -> None:
-        """Set `objective` and every registered hyperparameter to its default (call in `__init__`)."""
+        """Set `objective` and every owned setting to its default (call in `__init__`)."""
         self.objective = "gipo"
-        for name, hp in owned_settings().items():
+        for name, hp in self._owned().items():
             setattr(self, name, hp.default)
 
     # --- setting ----------------------------------------------------------------------------------
@@ -85,7 +92,7 @@ class GIPOSettings:
             ValueError: a bad value, naming the setting.
             TypeError: an unknown keyword.
         """
-        given = {key: kwargs.pop(key) for key in list(kwargs) if key in owned_settings()}
+        given = {key: kwargs.pop(key) for key in list(kwargs) if key in self._owned()}
         if objective is not NotProvided:
             given[OBJECTIVE] = objective
         if kwargs.get("clip_param", NotProvided) is not NotProvided:
@@ -101,14 +108,14 @@ class GIPOSettings:
 
     def update_from_dict(self, config_dict: Mapping[str, Any]):
         """RLlib's `update_from_dict` (dict configs, `from_dict`, Tune), checking GIPO's settings in it."""
-        self._check_gipo_settings({k: v for k, v in config_dict.items() if k == OBJECTIVE or k in owned_settings()})
+        self._check_gipo_settings({k: v for k, v in config_dict.items() if k == OBJECTIVE or k in self._owned()})
         return super().update_from_dict(config_dict)
 
     # --- checking ---------------------------------------------------------------------------------
 
     def _check_gipo_settings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check `values` (RLlib names → values); return them normalised or raise `ValueError` naming one."""
-        registered = all_hyperparameters()
+        registered = all_hyperparameters() | {hp.name: hp for hp in self.extra_settings}
         checked = {}
         try:
             if OBJECTIVE in values:
@@ -126,7 +133,7 @@ class GIPOSettings:
         """This config's GIPO settings by RLlib name: `objective`, every owned setting, `clip_param` if used."""
         state = vars(self)
         values = {OBJECTIVE: state.get(OBJECTIVE, "gipo")}
-        values |= {name: state.get(name, hp.default) for name, hp in owned_settings().items()}
+        values |= {name: state.get(name, hp.default) for name, hp in self._owned().items()}
         if values[OBJECTIVE] in _registered_objectives() and "clip_epsilon" in _objective_settings(values[OBJECTIVE]):
             values["clip_param"] = self.clip_param
         return values
@@ -141,13 +148,15 @@ class GIPOSettings:
         """The core objective these settings select (validated; `ValueError` naming a bad setting)."""
         values = self._check_gipo_settings(self._current_gipo_settings())
         name = values.pop(OBJECTIVE)
+        for hp in self.extra_settings:
+            values.pop(hp.name)
         settings = {core: values.pop(rllib) for core, rllib in RLLIB_NAMES.items() if rllib in values}
         return PolicyObjective(name, **settings, **values)
 
     # --- state (checkpoints, Algorithm construction) ----------------------------------------------
 
     def _gipo_state_keys(self) -> list[str]:
-        return [OBJECTIVE, *owned_settings(), *RLLIB_NAMES.values()]
+        return [OBJECTIVE, *self._owned(), *RLLIB_NAMES.values()]
 
     def get_state(self) -> dict[str, Any]:
         """RLlib's state, keeping GIPO's settings even when they equal RLlib's sentinel $-1$ (see the module notes)."""

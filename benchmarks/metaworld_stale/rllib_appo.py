@@ -77,6 +77,7 @@ class Preset:
     min_iteration_s: float = 10.0  # APPO's reporting period
     kl_coeff: float = 0.0  # > 0: APPO's KL penalty to the target network (`use_kl_loss`), adapted towards kl_target
     kl_target: float = 0.01
+    behaviour_kl_coeff: float = 0.0  # AGIPOConfig's anchor to the behaviour policy, the same for both variants
 
 
 SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iterations": 4, "max_episode_steps": 100,
@@ -140,6 +141,7 @@ def training_settings(preset: Preset, variant: str) -> dict:
         "circular_buffer_num_batches": preset.buffer_batches,
         "circular_buffer_iterations_per_batch": preset.buffer_iterations,
         "target_network_update_freq": preset.target_update_freq,
+        "behaviour_kl_coeff": preset.behaviour_kl_coeff,
         **(kl_loss if preset.kl_coeff else {}),
     }
 

@@ -66,10 +66,11 @@ def ppo_batch(learner, seed: int = 0, shift: float = 0.5) -> dict:
 
 
 def appo_batch(learner, seed: int = 0, shift: float = 0.5) -> dict:
-    """An APPO train batch (rows of `FRAGMENT` steps) with stale behaviour log-probs and weight numbers."""
+    """An APPO train batch (rows of `FRAGMENT` steps) with stale behaviour log-probs, the behaviour logits they
+    came from (env runners store them, `Columns.ACTION_DIST_INPUTS`) and weight numbers."""
     batch = ppo_batch(learner, seed, shift)
     gen = torch.Generator().manual_seed(seed + 1)
-    for key in (Postprocessing.ADVANTAGES, Postprocessing.VALUE_TARGETS, Columns.ACTION_DIST_INPUTS):
+    for key in (Postprocessing.ADVANTAGES, Postprocessing.VALUE_TARGETS):
         del batch[key]
     return batch | {
         Columns.REWARDS: torch.randn(BATCH, generator=gen),

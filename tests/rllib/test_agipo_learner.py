@@ -82,6 +82,7 @@ def _appo_log_ratio_and_advantages(config, learner, batch):
 
 def test_gipo_loss_equals_core_value_on_appos_ratio():
     training = {"sigma": 0.5, "sigma_neg_ratio": 0.5, "entropy_coeff": 0.0, "vf_loss_coeff": 0.0}
+    training |= {"behaviour_kl_coeff": 0.0}  # the policy term alone (the anchor: the next test)
     with built_learner(AGIPOConfig().training(use_kl_loss=False, **training)) as (config, learner):
         perturb_target_network(learner, scale=1.0)
         batch = appo_batch(learner, shift=2.0)
@@ -91,6 +92,42 @@ def test_gipo_loss_equals_core_value_on_appos_ratio():
         torch.testing.assert_close(loss_of(config, learner, batch), expected.loss)
         for key in METRIC_KEYS:
             assert logged(learner, key) == pytest.approx(float(expected.metrics[key]), rel=1e-5, abs=1e-6), key
+
+
+def _anchor_kl(learner, batch) -> torch.Tensor:
+    """KL(μ ‖ π_θ) by torch, from the behaviour logits stored in the batch and the current module, masked mean."""
+    current = module(learner).forward_train(batch)[Columns.ACTION_DIST_INPUTS]
+    behaviour = torch.distributions.Categorical(logits=batch[Columns.ACTION_DIST_INPUTS])
+    kl = torch.distributions.kl_divergence(behaviour, torch.distributions.Categorical(logits=current))
+    return kl[batch[Columns.LOSS_MASK]].mean()
+
+
+@pytest.mark.parametrize(("objective", "coeff", "in_force"), [("gipo", None, 0.1), ("ppo_clip", None, 0.0),
+                                                              ("ppo_clip", 0.5, 0.5), ("gipo", 0.0, 0.0)])  # fmt: skip
+def test_behaviour_anchor_is_the_exact_kl_to_the_stored_behaviour_policy(objective, coeff, in_force):
+    training = {"objective": objective, "use_kl_loss": True, "entropy_coeff": 0.0}
+    with (
+        built_learner(AGIPOConfig().training(behaviour_kl_coeff=coeff, **training)) as (config, learner),
+        built_learner(AGIPOConfig().training(behaviour_kl_coeff=0.0, **training)) as (plain_config, plain),
+    ):
+        assert config.behaviour_kl_coeff == coeff  # None: the default in force depends on the objective
+        perturb_target_network(learner)
+        copy_weights(learner, plain)
+        batch = appo_batch(learner, shift=1.0)
+        kl = _anchor_kl(learner, batch)
+        assert kl > 0.05  # the stored behaviour policy differs from the current one: a real check
+        anchored, unanchored = loss_of(config, learner, batch), loss_of(plain_config, plain, batch)
+        torch.testing.assert_close(anchored - unanchored, in_force * kl)
+        if in_force:
+            assert logged(learner, "behaviour_kl") == pytest.approx(kl.item(), rel=1e-5)
+            # after acting the policy moves on: the anchor still measures against what acted (stored logits)
+            with torch.no_grad():
+                for p in module(learner).parameters():
+                    p.add_(0.2)
+            loss_of(config, learner, batch)
+            moved = _anchor_kl(learner, batch).item()
+            assert moved != pytest.approx(kl.item(), rel=1e-3)
+            assert logged(learner, "behaviour_kl") == pytest.approx(moved, rel=1e-5)
 
 
 def test_policy_lag_quantiles_are_logged():
@@ -107,7 +144,7 @@ def test_policy_lag_quantiles_are_logged():
 @pytest.mark.parametrize(
     ("setting", "value"),
     [("sigma", -1), ("sigma", -1.0), ("sigma_neg_ratio", -1.0), ("kernel", "box"), ("sapo_tau_neg", -1.0),
-     ("objective", "trpo"), ("clip_param", 1.5)],
+     ("objective", "trpo"), ("clip_param", 1.5), ("behaviour_kl_coeff", -0.1), ("behaviour_kl_coeff", "0.1")],
 )  # fmt: skip
 def test_bad_settings_rejected_at_validate(setting, value):
     config = AGIPOConfig().environment("CartPole-v1").training(objective="ppo_clip")
@@ -132,3 +169,22 @@ def test_target_network_follows_appos_update_frequency():
         assert not synced()
         learner.after_gradient_based_update(timesteps={NUM_ENV_STEPS_TRAINED_LIFETIME: 400})
         assert synced() and logged(learner, "num_target_updates") == 1
+
+
+def test_behaviour_kl_equals_rllibs_kl_for_each_head():
+    """Categorical and multi-categorical heads (binned actions) go through the core's sync-free KL: same values."""
+    from functools import partial
+
+    from ray.rllib.core.distribution.torch.torch_distribution import (
+        TorchCategorical,
+        TorchDiagGaussian,
+        TorchMultiCategorical,
+    )
+
+    from gipo_plugins.rllib.agipo import behaviour_kl
+
+    gen = torch.Generator().manual_seed(0)
+    multi = partial(TorchMultiCategorical.from_logits, input_lens=[5, 3])
+    for from_logits, width in ((TorchCategorical.from_logits, 4), (multi, 8), (TorchDiagGaussian.from_logits, 6)):
+        old, new = (from_logits(torch.randn(16, width, generator=gen)) for _ in range(2))
+        torch.testing.assert_close(behaviour_kl(old, new), old.kl(new))
