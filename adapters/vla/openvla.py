@@ -24,7 +24,10 @@ folded that row into `cls_token`; the remote code renamed LayerScale's `gamma` t
 `scale_factor`). SigLIP's attention-pool head is never used by OpenVLA (features come from the
 second-to-last block); its tensors are carried verbatim so that `save_pretrained` writes the
 published layout back complete (`transformers_to_published`). Every tensor must be consumed and
-every parameter filled, or loading raises a `ValueError`.
+every parameter filled, or loading raises a `ValueError`. A saved folder has no `auto_map`: the
+remote-code files it would point to are not written (that code pins transformers 4.40 and timm
+0.9), so it loads with `load_openvla` or the Auto classes (after `import gipo_plugins.vla`), not
+with OpenVLA's `trust_remote_code` loader.
 
 Why transformers' modules and not timm: the names are timm's, but timm needs torchvision, whose
 PyPI build must match the installed torch build exactly (beside the CPU build of torch here it
@@ -42,6 +45,7 @@ headers); attention heads, which no shape reveals, come from the timm model id
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -82,6 +86,8 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 STATISTICS_FILE = "dataset_statistics.json"
 EMPTY_TOKEN = "▁"
 """OpenVLA appends this token (id 29871 in Llama-2) after the prompt, before the action tokens."""
+EMPTY_TOKEN_ID = 29871
+"""The id OpenVLA's `predict_action` hard-codes for `EMPTY_TOKEN` (Llama-2's)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,9 @@ class OpenVLAConfig(PreTrainedConfig):
         output_projector_states: kept for the file format (unused).
         norm_stats: `{dataset: {"action": {"q01", "q99", "mask", ...}, ...}}`.
         n_action_bins: bins per action dimension (256).
+        empty_token_id: id of `"▁"`, which `predict_action` appends to prompts lacking it (not in
+            OpenVLA's file; `None`: OpenVLA's hard-coded 29871). `load_openvla` fills it from the
+            checkpoint's `tokenizer.json` and `save_pretrained` records it.
 
     Raises:
         ValueError: an unsupported `vision_backbone_id`, `timm_model_ids` entry, `arch_specifier`
@@ -183,6 +192,7 @@ class OpenVLAConfig(PreTrainedConfig):
         output_projector_states: bool = False,
         norm_stats: dict | None = None,
         n_action_bins: int = N_BINS,
+        empty_token_id: int | None = None,
         **kwargs,
     ):
         if vision_backbone_id not in VISION_BACKBONES:
@@ -223,7 +233,7 @@ class OpenVLAConfig(PreTrainedConfig):
         self.image_resize_strategy, self.hf_llm_id = image_resize_strategy, hf_llm_id
         self.llm_max_length = llm_max_length
         self.pad_to_multiple_of, self.output_projector_states = pad_to_multiple_of, output_projector_states
-        self.norm_stats, self.n_action_bins = norm_stats or {}, n_action_bins
+        self.norm_stats, self.n_action_bins, self.empty_token_id = norm_stats or {}, n_action_bins, empty_token_id
         kwargs.setdefault("bos_token_id", self.text_config.bos_token_id)
         kwargs.setdefault("eos_token_id", self.text_config.eos_token_id)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -361,6 +371,11 @@ class OpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
     def _decode_vocab_size(self) -> int:
         return self.config.text_config.vocab_size - self.config.pad_to_multiple_of
 
+    @property
+    def _empty_token_id(self) -> int:
+        empty = getattr(self.config, "empty_token_id", None)
+        return EMPTY_TOKEN_ID if empty is None else empty
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -403,30 +418,128 @@ class OpenVLAForActionPrediction(ActionPredictionMixin, PreTrainedModel):
 
     def save_pretrained(self, save_directory: str | Path, *, state_dict: dict | None = None,
                         max_shard_size: int = 5 * 2**30, is_main_process: bool = True, **kwargs) -> None:  # fmt: skip
-        """Write `config.json` and safetensors weights (sharded past `max_shard_size` bytes) in OpenVLA's layout."""
+        """Write `config.json` and safetensors weights (sharded past `max_shard_size` bytes) in OpenVLA's layout.
+
+        The checkpoint's `auto_map` (to OpenVLA's remote-code files) is left out of the saved
+        `config.json`: those files are not written (that code pins transformers 4.40 and timm 0.9),
+        so the saved folder loads with `load_openvla` / the Auto classes after importing
+        `gipo_plugins.vla`, not with `trust_remote_code`.
+        """
         if not is_main_process:
             return
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         state = transformers_to_published(state_dict if state_dict is not None else self.state_dict(), self.config)
         self.config.architectures = ["OpenVLAForActionPrediction"]
-        self.config.save_pretrained(path)
+        config = copy.deepcopy(self.config)
+        if hasattr(config, "auto_map"):
+            del config.auto_map
+        config.save_pretrained(path)
         self.generation_config.save_pretrained(path)
         save_published_weights(state, path, max_shard_size=max_shard_size)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, dtype: torch.dtype | str | None = None,
-                        device: str | torch.device | None = None, **kwargs) -> OpenVLAForActionPrediction:  # fmt: skip
-        """`load_openvla(path, dtype=..., device=...)` (other `from_pretrained` options are not supported)."""
-        dtype = dtype if dtype is not None else kwargs.pop("torch_dtype", None)
-        device_map = kwargs.pop("device_map", None)
-        if device is None and isinstance(device_map, str | torch.device):
-            device = device_map
-        kwargs.pop("config", None)
-        unsupported = sorted(k for k, v in kwargs.items() if v not in (None, False, {}))  # defaults are harmless
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args,
+                        **kwargs) -> OpenVLAForActionPrediction | tuple[OpenVLAForActionPrediction, dict]:  # fmt: skip
+        """`load_openvla` behind `PreTrainedModel.from_pretrained`'s options (also reached through the Auto classes).
+
+        Honoured: `subfolder`; `dtype` (or `torch_dtype`; `"auto"` = as stored); `device_map` as one
+        device (`"cpu"`, `"cuda:0"`, an index, or `{"": device}`); `config` (an `OpenVLAConfig`, e.g.
+        the one the Auto classes read; `dataset_statistics.json` is still merged in);
+        `output_loading_info` (all lists empty: anything missing or unexpected raises);
+        `generation_config`. Ignored as harmless: the Hub options (`cache_dir`, `force_download`,
+        `local_files_only`, `proxies`, `token`, `revision`: the folder is read locally),
+        `trust_remote_code` (the local code is used either way), `adapter_kwargs` without an
+        adapter, the options transformers itself no longer uses (`low_cpu_mem_usage`, ...),
+        `disable_mmap`, and transformers' private bookkeeping (`_from_auto`, `_from_pipeline`, any
+        `_from_*`, `_commit_hash`). Everything else is accepted only at its default value.
+
+        Raises:
+            ValueError: naming each option that cannot be honoured (e.g. `device_map="auto"`,
+                `quantization_config`, `variant`, `use_safetensors=False`, `state_dict`,
+                `attn_implementation` other than `"sdpa"`, or a config override such as
+                `output_attentions=True`), positional model arguments, or what `load_openvla` raises.
+        """
+        if model_args:
+            raise ValueError(f"positional model arguments are not supported by OpenVLA's loader, got {len(model_args)}")
+        options, unsupported = _from_pretrained_options(kwargs)
         if unsupported:
-            raise ValueError(f"unsupported from_pretrained options for OpenVLA: {unsupported}")
-        return load_openvla(pretrained_model_name_or_path, dtype=dtype, device=device)
+            raise ValueError(f"unsupported from_pretrained options for OpenVLA: {', '.join(unsupported)} (honoured: "
+                             f"{', '.join(_HONOURED)}; see OpenVLAForActionPrediction.from_pretrained)")  # fmt: skip
+        path = Path(pretrained_model_name_or_path)
+        model = load_openvla(path / options["subfolder"] if options["subfolder"] else path, dtype=options["dtype"],
+                             device=options["device"], config=options["config"])  # fmt: skip
+        if options["generation_config"] is not None:
+            model.generation_config = options["generation_config"]
+        if options["output_loading_info"]:
+            return model, {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+        return model
+
+
+_HONOURED = ("subfolder", "dtype", "torch_dtype", "device_map", "config", "output_loading_info", "generation_config")
+_HARMLESS = frozenset({
+    "cache_dir", "force_download", "local_files_only", "proxies", "token", "revision", "trust_remote_code",
+    "code_revision", "disable_mmap", "mirror", "_fast_init", "low_cpu_mem_usage", "from_tf", "from_flax",
+    "offload_state_dict", "resume_download", "weights_only", "_commit_hash",
+})  # fmt: skip
+"""`from_pretrained` options that do not change what a local OpenVLA folder loads into (any value)."""
+_DEFAULTS = {
+    "ignore_mismatched_sizes": False, "use_safetensors": (None, True), "state_dict": None,
+    "variant": None, "quantization_config": None, "gguf_file": None, "max_memory": None, "offload_folder": None,
+    "offload_buffers": False, "key_mapping": None, "tp_plan": None, "tp_size": None, "distributed_config": None,
+    "device_mesh": None, "use_kernels": (None, False), "kernel_config": None, "kernels_mode": None,
+    "allow_all_kernels": False, "adapter_name": "default", "fusion_config": None, "tqdm_class": None,
+    "experts_implementation": None,
+}  # fmt: skip
+"""Options the loader cannot honour, accepted at these values only (transformers' defaults)."""
+_SINGLE_DEVICE_MAP = (str, int, torch.device)
+_DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _from_pretrained_options(kwargs: dict) -> tuple[dict, list[str]]:
+    """Split `from_pretrained` keyword arguments into what `load_openvla` takes and the names it cannot honour."""
+    kwargs = dict(kwargs)
+    unsupported = []
+    dtype = kwargs.pop("dtype", None)
+    torch_dtype = kwargs.pop("torch_dtype", None)  # transformers' older name, still accepted
+    dtype = dtype if dtype is not None else torch_dtype
+    device_map = kwargs.pop("device_map", None)
+    if isinstance(device_map, dict) and set(device_map) == {""}:
+        device_map = device_map[""]
+    device = None
+    if device_map is not None:
+        if device_map in _DEVICE_MAP_STRATEGIES or not isinstance(device_map, _SINGLE_DEVICE_MAP):
+            unsupported.append(f"'device_map'={device_map!r} (pass one device, e.g. 'cuda:0')")
+        else:
+            device = device_map
+    config = kwargs.pop("config", None)
+    if config is not None and not isinstance(config, OpenVLAConfig):
+        unsupported.append(f"'config'={config!r} (an OpenVLAConfig is honoured)")
+        config = None
+    if config is not None and getattr(config, "_attn_implementation_internal", None) not in (None, "sdpa"):
+        unsupported.append(f"'attn_implementation'={config._attn_implementation_internal!r} (the towers and the "
+                           "LM use 'sdpa')")  # fmt: skip
+    attn = kwargs.pop("attn_implementation", None)
+    if attn not in (None, "sdpa"):
+        unsupported.append(f"'attn_implementation'={attn!r} (the towers and the LM use 'sdpa')")
+    adapter_kwargs = kwargs.pop("adapter_kwargs", None) or {}
+    if "_adapter_model_path" in adapter_kwargs:  # the Auto classes found a PEFT adapter
+        unsupported.append("'adapter_kwargs' (a PEFT adapter)")
+    options = {"dtype": None if dtype == "auto" else dtype, "device": device, "config": config,
+               "subfolder": kwargs.pop("subfolder", None) or "",
+               "output_loading_info": bool(kwargs.pop("output_loading_info", False)),
+               "generation_config": kwargs.pop("generation_config", None)}  # fmt: skip
+    for name, value in kwargs.items():
+        if name in _HARMLESS or name.startswith("_from_"):
+            continue
+        if name in _DEFAULTS:
+            allowed = _DEFAULTS[name] if isinstance(_DEFAULTS[name], tuple) else (_DEFAULTS[name],)
+            if any(value is a or (type(value) is type(a) and value == a) for a in allowed):
+                continue
+        elif name.startswith("_") and (value is None or value is False):  # other private bookkeeping, at its default
+            continue
+        unsupported.append(repr(name))
+    return options, unsupported
 
 
 # --------------------------------------------------------------------------------------------------
@@ -623,8 +736,25 @@ def read_config(path: str | Path) -> OpenVLAConfig:
     return OpenVLAConfig(**raw)
 
 
+def _tokenizer_token_id(path: Path, token: str) -> int | None:
+    """The id of `token` in `path`'s `tokenizer.json` (`None` without the file or the token)."""
+    if not (path / "tokenizer.json").exists():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path / "tokenizer.json")).token_to_id(token)
+
+
+def _with_statistics(config: OpenVLAConfig, path: Path) -> OpenVLAConfig:
+    """`config` with the datasets of `path`'s `dataset_statistics.json` (if any) merged in, as `read_config` does."""
+    if (path / STATISTICS_FILE).exists():
+        config.norm_stats = {**(config.norm_stats or {}), **json.loads((path / STATISTICS_FILE).read_text())}
+    return config
+
+
 def load_openvla(path: str | Path, *, dtype: torch.dtype | str | None = None,
-                 device: str | torch.device | None = None) -> OpenVLAForActionPrediction:  # fmt: skip
+                 device: str | torch.device | None = None,
+                 config: OpenVLAConfig | None = None) -> OpenVLAForActionPrediction:  # fmt: skip
     """Load a checkpoint in OpenVLA's published format (see the module documentation).
 
     Builds the model without allocating weights, then streams each safetensors file through
@@ -635,6 +765,8 @@ def load_openvla(path: str | Path, *, dtype: torch.dtype | str | None = None,
         dtype: parameter dtype (default: as stored, e.g. bf16 for OpenVLA-7B); buffers such as
             RoPE's frequencies keep their own dtype.
         device: where the model goes (default: CPU).
+        config: use this configuration instead of the folder's `config.json` (a copy;
+            `dataset_statistics.json` is merged in as by `read_config`).
 
     Raises:
         ValueError: not an OpenVLA checkpoint, unexpected or missing tensors, or mismatched shapes.
@@ -642,14 +774,16 @@ def load_openvla(path: str | Path, *, dtype: torch.dtype | str | None = None,
     from accelerate import init_empty_weights
 
     path = Path(path)
-    config = read_config(path)
+    config = read_config(path) if config is None else _with_statistics(copy.deepcopy(config), path)
+    if config.empty_token_id is None:
+        config.empty_token_id = _tokenizer_token_id(path, EMPTY_TOKEN)
     files = _weight_files(path)
     shapes = _shapes(files)
     dims = [_tower_dims(shapes, prefix) for prefix in _tower_prefixes(config)]
     passthrough = {k: v for k, v in shapes.items() if _PASSTHROUGH.fullmatch(k)}
     with init_empty_weights():
         model = OpenVLAForActionPrediction(config, dims, passthrough)
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = None if dtype == "auto" else getattr(torch, dtype) if isinstance(dtype, str) else dtype
     expected = {n: p for n, p in model.state_dict().items()}
     loaded: set[str] = set()
     for file in files:
@@ -714,11 +848,14 @@ class OpenVLAProcessor:
 
     Reads `preprocessor_config.json` (`input_sizes`, `tvf_normalize_params` or `means`/`stds`,
     `use_fused_vision_backbone`) and the tokenizer of a published checkpoint. Images are uint8
-    `[B, H, W, 3]` (or one `[H, W, 3]`); they are resized to the model's size when needed (bicubic
-    with antialiasing, `"resize-naive"`), scaled to $[0, 1]$ and normalised once per tower, then
+    `[B, H, W, 3]` (or one `[H, W, 3]`); images of another size than the model's are resized as
+    OpenVLA's processor does (`"resize-naive"`: torchvision's `resize` of the PIL image, i.e.
+    Pillow's `Image.resize((S, S), Image.BICUBIC)` on the uint8 image, aspect ratio not kept), so the
+    pixel values equal OpenVLA's; then they are scaled to $[0, 1]$, normalised once per tower and
     stacked on the channel axis: `[B, 3 × towers, S, S]`. Text is
     `[BOS] + tokens("In: What action should the robot take to {instruction}?\nOut:") + ["▁"]`,
-    left-padded with `<PAD>`; the action tokens follow. OpenVLA takes no proprioception
+    left-padded with `<PAD>`; the action tokens follow (`predict_action` appends the `"▁"` to
+    prompts from OpenVLA's own processor, which lack it). OpenVLA takes no proprioception
     (`state_dim = 0`).
 
     Args:
@@ -759,10 +896,15 @@ class OpenVLAProcessor:
         images = images[None] if images.ndim == 3 else images
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 [B, H, W, 3], got {tuple(images.shape)} {images.dtype}")
+        size = self.image_size
+        if tuple(images.shape[1:3]) != (size, size):  # OpenVLA: PIL's bicubic on the uint8 image, both towers alike
+            from PIL import Image  # Pillow (with Meta-World's imageio): needed only to resize
+
+            images = torch.from_numpy(np.stack([
+                np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+                for image in images.cpu().numpy()
+            ]))  # fmt: skip
         pixels = images.permute(0, 3, 1, 2).float() / 255.0
-        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
-            pixels = nn.functional.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic",
-                                               antialias=True, align_corners=False).clamp(0, 1)  # fmt: skip
         return ((pixels[:, None] - self.mean) / self.std).flatten(1, 2)
 
     def __call__(
@@ -792,10 +934,15 @@ class OpenVLAProcessor:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write the tokenizer and `preprocessor_config.json` as read."""
-        Path(path).mkdir(parents=True, exist_ok=True)
+        """Write the tokenizer and `preprocessor_config.json` as read, less any `auto_map` (no remote code here)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path)
-        (Path(path) / PREPROCESSOR_FILE).write_text(json.dumps(self.preprocessor_config, indent=2))
+        tokenizer_config = path / "tokenizer_config.json"  # OpenVLA's also names the remote AutoProcessor
+        if tokenizer_config.exists() and "auto_map" in (saved := json.loads(tokenizer_config.read_text())):
+            tokenizer_config.write_text(json.dumps({k: v for k, v in saved.items() if k != "auto_map"}, indent=2))
+        config = {k: v for k, v in self.preprocessor_config.items() if k != "auto_map"}
+        (path / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> OpenVLAProcessor:

@@ -209,6 +209,8 @@ class ActionPredictionMixin:
     logits over the vocabulary, `_decode_vocab_size` ($V$) and `config.norm_stats`."""
 
     _decode_vocab_size: int
+    _empty_token_id: int | None = None
+    """Token `predict_action` appends when a prompt does not end with it (OpenVLA's `"▁"`); `None`: none."""
 
     @property
     def action_token_ids(self) -> Tensor:
@@ -246,14 +248,25 @@ class ActionPredictionMixin:
     def predict_action(self, inputs: dict[str, Tensor], unnorm_key: str | None = None) -> np.ndarray:
         """OpenVLA's `predict_action`: greedy tokens over the **whole** vocabulary, decoded and un-normalised.
 
+        As OpenVLA's, it first appends the empty token (`_empty_token_id`, OpenVLA's `"▁"`) to each
+        prompt that does not already end with it, so `input_ids` from OpenVLA's own processor (which
+        stop at `"Out:"`) act as at training time; rows that already end with it are unchanged (in
+        a batch mixing both, they are left-padded by one). Models without an empty token (the tiny
+        OpenVLA) take the prompt as it is.
+
         Args:
-            inputs: processor outputs (`input_ids`, `attention_mask`, `pixel_values`), any batch size.
+            inputs: processor outputs (`input_ids`, `pixel_values`, and `attention_mask`, all ones
+                when absent; rows left-padded), any batch size.
             unnorm_key: dataset whose statistics un-normalise the actions.
 
         Returns:
             `[B, action_dim]` float32 actions.
         """
-        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        input_ids = inputs["input_ids"]
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = self._with_empty_token(input_ids, attention_mask)
         ids = []
         for _ in range(self.get_action_dim(unnorm_key)):
             logits = self(input_ids, attention_mask, inputs["pixel_values"], logits_to_keep=1).logits[:, -1]
@@ -261,6 +274,27 @@ class ActionPredictionMixin:
             input_ids = torch.cat([input_ids, ids[-1][:, None]], dim=1)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(ids[-1]), 1)], dim=1)
         return decode_actions(self, torch.stack(ids, 1), unnorm_key)
+
+    def _with_empty_token(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """OpenVLA's rule: append the empty token to rows whose last token is not it (others: one pad on the left)."""
+        empty = self._empty_token_id
+        if empty is None:
+            return input_ids, attention_mask
+        present = input_ids[:, -1] == empty
+        if bool(present.all()):
+            return input_ids, attention_mask
+        vocab = self.get_input_embeddings().num_embeddings
+        if not 0 <= empty < vocab:
+            raise ValueError(f"the empty token id {empty} is outside the vocabulary ({vocab}); set "
+                             "config.empty_token_id to the tokenizer's id of '▁'")  # fmt: skip
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        column = torch.where(present, pad, empty)[:, None].to(input_ids.dtype)
+        mask_column = (~present)[:, None].to(attention_mask.dtype)
+        left = present[:, None]
+        input_ids = torch.where(left, torch.cat([column, input_ids], 1), torch.cat([input_ids, column], 1))
+        attention_mask = torch.where(left, torch.cat([mask_column, attention_mask], 1),
+                                     torch.cat([attention_mask, mask_column], 1))  # fmt: skip
+        return input_ids, attention_mask
 
 
 def register_auto_classes(config_class: type, model_class: type) -> None:

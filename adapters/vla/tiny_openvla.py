@@ -18,7 +18,8 @@ What differs from a published OpenVLA checkpoint (for those, see `gipo_plugins.v
 - one 3-channel image feeds both towers (OpenVLA stacks two differently normalised copies);
   the DINOv2 tower has no register tokens;
 - the tokenizer is built locally with 256 dedicated action tokens as its last ids, where OpenVLA
-  reuses Llama-2's least-used tokens; no `"▁"` token precedes the action tokens;
+  reuses Llama-2's least-used tokens; no `"▁"` token precedes the action tokens (its byte-level
+  BPE has none, and the prompt ends at `"Out:"` in training), so `predict_action` appends nothing;
 - it saves as an ordinary transformers folder (`model_type="tiny_openvla"`).
 
 `forward` returns text-aligned logits (`logits[:, t]` predicts `input_ids[:, t + 1]`; the patch

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from gipo_plugins.metaworld import episode_success
 from gipo_plugins.metaworld.pixels import STATE_DIM, MetaWorldImageEnv, collect_demonstrations
 from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
-from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, check_policy
+from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, check_policy, decode_actions
 from gipo_plugins.vla.tiny_openvla import TinyOpenVLAConfig, TinyOpenVLAForActionPrediction, TinyOpenVLAProcessor
 from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
 
@@ -112,10 +112,19 @@ def test_bad_inputs_raise_clear_errors(tiny_vla):
 
 def test_predict_action_returns_unnormalised_actions_inside_the_statistics(tiny_vla):
     model, processor = load(tiny_vla)
-    actions = model.predict_action(sample_inputs(processor, batch=2))
+    inputs = sample_inputs(processor, batch=2)
+    actions = model.predict_action(inputs)
     stats = model.get_action_stats()
     assert actions.shape == (2, 4)
     assert (actions >= np.array(stats["q01"]) - 1e-5).all() and (actions <= np.array(stats["q99"]) + 1e-5).all()
+    # greedy from the prompt as it is: the tiny model has no "▁" to append (it trains on "...Out:" + action tokens)
+    greedy, x, mask = [], inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        for _ in range(4):
+            token = model(x, mask, inputs["pixel_values"]).logits[:, -1].argmax(-1)
+            greedy.append(token)
+            x, mask = torch.cat([x, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    np.testing.assert_array_equal(actions, decode_actions(model, torch.stack(greedy, 1)))
 
 
 # ---------------------------------------------------------------- rendering and the environment
