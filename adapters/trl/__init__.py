@@ -8,13 +8,8 @@ trainer = GIPOTrainer(model=path, reward_funcs=reward, args=GIPOConfig(num_itera
 
 Needs the `[trl]` extra only (importing it never imports Meta-World or MuJoCo). The trainer relies
 on TRL internals that change between releases, so the supported range is pinned and checked here.
-`gipo_plugins.trl.tiny` builds a tiny causal LM and tokenizer locally (no model hub).
-
-The VLA code (tiny OpenVLA, OpenVLA checkpoints, `VLAGIPOTrainer`) moved to its own adapter,
-`gipo_plugins.vla` (`[vla]` extra), and the pixel env to `gipo_plugins.metaworld.pixels`. The old
-paths `gipo_plugins.trl.openvla`, `gipo_plugins.trl.vla` and `gipo_plugins.trl.metaworld_images`
-are not re-exported: importing them raises an `ImportError` that names the new module (one home
-per module, no duplicates that drift).
+`gipo_plugins.trl.tiny` builds a tiny causal LM and tokenizer locally (no model hub). The VLA
+trainer built on it is its own adapter, `gipo_plugins.vla` (`[vla]` extra).
 """
 
 from importlib.metadata import version as _version

@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 
 def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
@@ -24,19 +22,6 @@ def test_metaworld_package_does_not_load_rendering_until_asked():
                "m.STATE_DIM; print('gipo_plugins.metaworld.pixels' in sys.modules)")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
-
-
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        ("gipo_plugins.trl.openvla", "gipo_plugins.vla.tiny_openvla"),
-        ("gipo_plugins.trl.vla", "gipo_plugins.vla.trainer"),
-        ("gipo_plugins.trl.metaworld_images", "gipo_plugins.metaworld.pixels"),
-    ],
-)
-def test_old_trl_paths_fail_with_the_new_module_name(old, new):
-    with pytest.raises(ImportError, match=new.replace(".", r"\.")):
-        __import__(old)
 
 
 def test_vla_package_exports_the_trainer_and_both_policies():
