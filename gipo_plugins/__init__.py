@@ -15,14 +15,23 @@ Meta-World in `gipo_plugins.metaworld`.
   objectives; `behaviour_kl` (sampled, k3), `categorical_kl` (exact) and `anchor_coeff` — the anchor to the
   behaviour policy (`gipo_plugins.objectives`).
 - `register_objective`, `Hyperparameter`, `OBJECTIVES`, `get_objective` — the registry
-  (`gipo_plugins.registry`): add an objective with one function and one registration.
+  (`gipo_plugins.registry`): add an objective with one function and one registration;
+  `check_positive`, `check_choice`, `check_below`, `check_optional_nonnegative` — the checks for its settings.
 - `utilization_metrics`, `DivergenceMonitor` — the diagnostics (`gipo_plugins.diagnostics`).
 - `set_check_mode`, `check_mode` — data checks as device asserts (default) or strict host checks.
 - `fused_linear_policy_loss`, `chunked_token_log_probs` — the LM head fused with the loss, chunked over tokens
   (`gipo_plugins.fused`): the (tokens × vocab) logits are never materialised.
 """
 
-from gipo_plugins._checks import check_mode, get_check_mode, set_check_mode
+from gipo_plugins._checks import (
+    check_below,
+    check_choice,
+    check_mode,
+    check_optional_nonnegative,
+    check_positive,
+    get_check_mode,
+    set_check_mode,
+)
 from gipo_plugins.diagnostics import DIVERGENCE_LOG_RATIO_P95, DivergenceMonitor, utilization_metrics
 from gipo_plugins.fused import FusedPolicyLoss, chunked_token_log_probs, fused_linear_policy_loss
 from gipo_plugins.kernels import KERNELS, trust_weight
@@ -68,7 +77,11 @@ __all__ = [
     "anchor_coeff",
     "behaviour_kl",
     "categorical_kl",
+    "check_below",
+    "check_choice",
     "check_mode",
+    "check_optional_nonnegative",
+    "check_positive",
     "chunked_token_log_probs",
     "fused_linear_policy_loss",
     "get_check_mode",

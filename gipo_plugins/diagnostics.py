@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from gipo_plugins.kernels import MAX_LOG_GRAD_WEIGHT
+
 SUPPRESSED_BELOW = 1e-3
 """Gate value below which a sample counts as suppressed."""
 
@@ -76,10 +78,10 @@ def utilization_metrics(
         gate: $g$, same shape.
         grad_weight: $u$, same shape.
         mask: boolean, same shape, at least one element true; `None` when every element is valid.
-        ratio: $r = e^{\\ell}$ (value capped at $e^{20}$) if the caller has it, else computed here.
+        ratio: $r = e^{\\ell}$ (value capped at `MAX_LOG_GRAD_WEIGHT`) if the caller has it, else computed here.
     """
     log_ratio, gate, grad_weight = (t.float() for t in (log_ratio, gate, grad_weight))
-    ratio = torch.exp(log_ratio.clamp(max=20.0)) if ratio is None else ratio.float()
+    ratio = torch.exp(log_ratio.clamp(max=MAX_LOG_GRAD_WEIGHT)) if ratio is None else ratio.float()
     abs_log_ratio = log_ratio.abs()
     # One reduction for every sum (masked positions hold finite values: the objectives zero them).
     per_element = torch.stack(

@@ -21,6 +21,9 @@ from torch import Tensor
 from gipo_plugins._checks import as_float_tensor, check_broadcasts_to, check_choice, check_positive
 
 KERNELS: tuple[str, ...] = ("gaussian", "laplacian", "cauchy")
+MAX_LOG_GRAD_WEIGHT = 20.0
+"""Cap on $\\log u$ and $\\log r$ (value only, the gradient passes straight through): ratios are formed as
+$e^{\\min(x, 20)}$ wherever the core exponentiates a log-ratio (objectives and diagnostics alike)."""
 
 
 def log_kernel(x: Tensor, kernel: str = "gaussian") -> Tensor:

@@ -48,7 +48,7 @@ from gipo_plugins._checks import (
     check_positive,
 )
 from gipo_plugins.diagnostics import utilization_metrics
-from gipo_plugins.kernels import KERNELS, log_trust_weight
+from gipo_plugins.kernels import KERNELS, MAX_LOG_GRAD_WEIGHT, log_trust_weight
 from gipo_plugins.registry import (
     OBJECTIVES,
     Hyperparameter,
@@ -57,9 +57,6 @@ from gipo_plugins.registry import (
     get_spec,
     register_objective,
 )
-
-MAX_LOG_GRAD_WEIGHT = 20.0
-"""Cap on $\\log u$ and $\\log r$ (value only; the gradient passes straight through)."""
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -353,7 +350,7 @@ class PolicyObjective:
 
 
 def get_objective(name: str) -> ObjectiveSpec:
-    """The registered objective `name`, callable like `gipo_objective` (hyperparameters validated per call)."""
+    """The registered objective `name` (its term function and hyperparameters); `ValueError` listing the choices."""
     return get_spec(name)
 
 

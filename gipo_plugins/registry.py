@@ -6,7 +6,7 @@ per-element term to minimise and its detached *gate* $g$ (the share of the plain
 gradient that survives, see [`gipo_plugins.objectives`][gipo_plugins.objectives]):
 
 ```python
-from gipo_plugins import Hyperparameter, register_objective
+from gipo_plugins import Hyperparameter, check_positive, register_objective
 from gipo_plugins.objectives import capped_exp
 
 @register_objective("clipped_is", Hyperparameter("is_ratio_cap", 10.0, "cap on r", check_positive))
@@ -23,13 +23,16 @@ is_ratio_cap=5.0)`, TorchRL's `GIPOLoss(objective="clipped_is", is_ratio_cap=5.0
 `GIPOConfig().training(objective="clipped_is", is_ratio_cap=5.0)`, TRL's
 `GIPOConfig(loss_type="gipo", gipo_objective="clipped_is", gipo_objective_kwargs={...})` and the
 settings table of the docs. A hyperparameter's name is global: two objectives that take a setting of
-the same name share one `Hyperparameter` (same default and check).
+the same name share one `Hyperparameter` (same default and check). The checks the built-in objectives
+use are public for yours: `check_positive`, `check_choice`, `check_below`, `check_optional_nonnegative`
+(each `check(name, value) -> value`, raising a `ValueError` that names the setting).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from torch import Tensor
@@ -79,14 +82,6 @@ class ObjectiveSpec:
         """The first line of the term function's docstring."""
         return (self.term.__doc__ or self.name).strip().splitlines()[0]
 
-    def __call__(self, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor | None = None,
-                 *, reduction: str = "mean", **hyperparameters: Any):  # fmt: skip
-        """Evaluate with validated `hyperparameters` (the signature of `gipo_plugins.gipo_objective`)."""
-        from gipo_plugins.objectives import PolicyObjective
-
-        objective = PolicyObjective(self.name, **hyperparameters)
-        return objective(log_prob, old_log_prob, advantages, mask, reduction=reduction)
-
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
 
@@ -134,5 +129,6 @@ def all_hyperparameters() -> dict[str, Hyperparameter]:
     return {hp.name: hp for spec in _REGISTRY.values() for hp in spec.hyperparameters}
 
 
-OBJECTIVES: Mapping[str, ObjectiveSpec] = _REGISTRY
-"""Read-only view of the registry by name; each entry is callable like `gipo_plugins.gipo_objective`."""
+OBJECTIVES: Mapping[str, ObjectiveSpec] = MappingProxyType(_REGISTRY)
+"""Read-only view of the registry by name (`ObjectiveSpec`s: name, term function, hyperparameters). Evaluate an
+objective with `PolicyObjective(name, **settings)`, which validates the settings once."""

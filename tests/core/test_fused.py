@@ -57,7 +57,7 @@ def _assert_grads_close(loss, reference, params, tol=1e-5):
 )
 def test_one_pass_loss_equals_materialised_logits(name, chunk_size, reduction, temperature):
     hidden, weight, bias, ids, mask, old, adv = _problem()
-    objective = OBJECTIVES[name]
+    objective = PolicyObjective(name)
     expected = objective(_naive_log_prob(hidden, weight, bias, ids, temperature), old, adv, mask, reduction=reduction)
     out = fused_linear_policy_loss(
         hidden, weight, bias, ids, old, adv, mask,
@@ -81,8 +81,8 @@ def test_chunked_log_probs_compose_with_the_objective(name, with_entropy):
         hidden, weight, bias, ids, mask, chunk_size=4, temperature=0.8, with_entropy=with_entropy
     )
     naive = _naive_log_prob(hidden, weight, bias, ids, 0.8)
-    loss = OBJECTIVES[name](log_prob, old, adv, mask).loss
-    expected = OBJECTIVES[name](naive, old, adv, mask).loss
+    loss = PolicyObjective(name)(log_prob, old, adv, mask).loss
+    expected = PolicyObjective(name)(naive, old, adv, mask).loss
     if with_entropy:  # an entropy bonus flows through the fused backward too
         logp_all = torch.log_softmax(torch.nn.functional.linear(hidden, weight, bias) / 0.8, -1)
         naive_entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -109,7 +109,7 @@ def test_token_weights_give_any_aggregation():
     hidden, weight, bias, ids, mask, old, adv = _problem(seed=3)
     lengths = mask.sum(-1, keepdim=True)
     per_sequence_mean = (1.0 / (B * lengths)).expand(B, T)  # TRL's "grpo" normalisation
-    objective = OBJECTIVES["gipo"]
+    objective = PolicyObjective("gipo")
     terms = objective(_naive_log_prob(hidden, weight, bias, ids), old, adv, mask, reduction="none").loss
     expected = (terms * per_sequence_mean).sum()
     out = fused_linear_policy_loss(
@@ -131,7 +131,7 @@ def test_token_weights_give_any_aggregation():
 
 def test_incoming_gradient_scales_and_no_grad_mode():
     hidden, weight, _, ids, mask, old, adv = _problem(seed=4, bias=False)
-    objective = OBJECTIVES["gipo"]
+    objective = PolicyObjective("gipo")
     expected = objective(_naive_log_prob(hidden, weight, None, ids), old, adv, mask).loss * 3.0
     out = fused_linear_policy_loss(hidden, weight, None, ids, old, adv, mask, objective=objective, chunk_size=8)
     _assert_grads_close(out.loss * 3.0, expected, [hidden, weight])
@@ -145,9 +145,9 @@ def test_half_precision_is_computed_in_fp32_under_autocast():
     hidden, weight, bias, ids, mask, old, adv = _problem(seed=5)
     half = [x.detach().bfloat16().requires_grad_() for x in (hidden, weight, bias)]
     reference = [x.detach().float().requires_grad_() for x in half]  # the same values, fp32 math
-    expected = OBJECTIVES["gipo"](_naive_log_prob(*reference, ids), old, adv, mask).loss
+    expected = PolicyObjective("gipo")(_naive_log_prob(*reference, ids), old, adv, mask).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fused_linear_policy_loss(*half, ids, old, adv, mask, objective=OBJECTIVES["gipo"], chunk_size=4)
+        out = fused_linear_policy_loss(*half, ids, old, adv, mask, objective=PolicyObjective("gipo"), chunk_size=4)
     assert out.loss.dtype == torch.float32
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
     grads = torch.autograd.grad(out.loss, half)
@@ -180,7 +180,7 @@ def test_fused_loss_needs_less_memory_than_materialised_logits(tmp_path):
     hidden = torch.randn(n, hidden_size, generator=gen, requires_grad=True)
     weight = torch.randn(vocab, hidden_size, generator=gen, requires_grad=True)
     ids, old, adv = torch.randint(0, vocab, (n,), generator=gen), torch.full((n,), -8.0), torch.randn(n, generator=gen)
-    objective = OBJECTIVES["gipo"]
+    objective = PolicyObjective("gipo")
 
     def unfused():
         objective(_naive_log_prob(hidden, weight, None, ids), old, adv).loss.backward()
@@ -218,8 +218,8 @@ def test_fused_loss_needs_less_memory_than_materialised_logits(tmp_path):
 )
 def test_bad_input_names_the_argument(name, change):
     hidden, weight, bias, ids, mask, old, adv = _problem()
-    args = {"hidden": hidden, "lm_head_weight": weight, "lm_head_bias": bias, "token_ids": ids,
-            "old_log_prob": old, "advantages": adv, "mask": mask, "objective": OBJECTIVES["gipo"]} | change  # fmt: skip
+    args = {"hidden": hidden, "lm_head_weight": weight, "lm_head_bias": bias, "token_ids": ids, "old_log_prob": old,
+            "advantages": adv, "mask": mask, "objective": PolicyObjective("gipo")} | change  # fmt: skip
     with pytest.raises(ValueError, match=name):
         fused_linear_policy_loss(**args)
 
@@ -228,7 +228,7 @@ def test_bad_input_names_the_argument(name, change):
 def test_on_cuda_equal_and_lighter():
     hidden, weight, bias, ids, mask, old, adv = _problem(device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    objective = OBJECTIVES["gipo"]
+    objective = PolicyObjective("gipo")
     expected = objective(_naive_log_prob(hidden, weight, bias, ids), old, adv, mask).loss
     out = fused_linear_policy_loss(hidden, weight, bias, ids, old, adv, mask, objective=objective, chunk_size=5)
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,6 @@ from gipo_plugins import (
     OBJECTIVES,
     PolicyObjective,
     behaviour_kl,
-    get_objective,
     gipo_objective,
     is_objective,
     ppo_clip_objective,
@@ -135,11 +134,11 @@ def test_all_objectives_equal_at_ratio_one(name):
     torch.manual_seed(1)
     log_prob = torch.randn(32, requires_grad=True)
     advantages = torch.randn(32)
-    result = get_objective(name)(log_prob, log_prob.detach(), advantages, reduction="none")
+    result = PolicyObjective(name)(log_prob, log_prob.detach(), advantages, reduction="none")
     tau = torch.where(advantages > 0, 1.0, 1.05)
     expected = -2 * advantages / tau if name == "sapo" else -advantages
     torch.testing.assert_close(result.per_element, expected, rtol=0, atol=1e-6)
-    grad = _grad(get_objective(name)(log_prob, log_prob.detach(), advantages, reduction="sum"), log_prob)
+    grad = _grad(PolicyObjective(name)(log_prob, log_prob.detach(), advantages, reduction="sum"), log_prob)
     torch.testing.assert_close(grad, -advantages, rtol=0, atol=1e-6)
 
 
@@ -158,7 +157,7 @@ def test_gipo_keeps_gradient_where_ppo_clip_is_dead():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_are_computed_in_fp32(name, dtype):
     log_prob = torch.randn(16).to(dtype).requires_grad_()
-    result = get_objective(name)(log_prob, torch.zeros(16, dtype=dtype), torch.randn(16, dtype=dtype))
+    result = PolicyObjective(name)(log_prob, torch.zeros(16, dtype=dtype), torch.randn(16, dtype=dtype))
     assert result.loss.dtype == torch.float32
     assert all(v.dtype == torch.float32 for v in result.metrics.values())
     result.loss.backward()

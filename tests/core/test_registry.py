@@ -9,12 +9,12 @@ from gipo_plugins import (
     Hyperparameter,
     PolicyObjective,
     all_hyperparameters,
+    check_positive,
     is_objective,
     objective_names,
     register_objective,
     unregister_objective,
 )
-from gipo_plugins._checks import check_positive
 from gipo_plugins.objectives import capped_exp
 
 TOY_ALPHA = Hyperparameter("toy_alpha", 0.5, "share of the IS gradient kept (toy)", check_positive)
@@ -55,3 +55,22 @@ def test_registration_errors(toy):
     with pytest.raises(ValueError, match="objective"):
         PolicyObjective("toy")
     register_objective("toy", TOY_ALPHA)(toy_term)  # for the fixture's teardown
+
+
+def test_objectives_view_is_read_only_and_the_registry_imports_nothing_above_it():
+    import ast
+    from pathlib import Path
+
+    import gipo_plugins.registry as registry
+    from gipo_plugins import OBJECTIVES
+
+    with pytest.raises(TypeError):
+        OBJECTIVES["mine"] = OBJECTIVES["gipo"]
+    with pytest.raises(TypeError):
+        del OBJECTIVES["gipo"]
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(Path(registry.__file__).read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gipo_plugins")
+    }
+    assert imported <= {"gipo_plugins._checks"}, imported

@@ -14,8 +14,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from rllib_helpers import built_learner, loss_of, module, ppo_batch
 
-from gipo_plugins import Hyperparameter, all_hyperparameters, register_objective, unregister_objective
-from gipo_plugins._checks import check_positive
+from gipo_plugins import Hyperparameter, all_hyperparameters, check_positive, register_objective, unregister_objective
 from gipo_plugins.objectives import capped_exp
 from gipo_plugins.rllib import AGIPO, GIPO, AGIPOConfig, GIPOConfig
 from gipo_plugins.rllib.settings import owned_settings, rllib_name, settings_table

@@ -270,8 +270,7 @@ def test_composite_action_distribution():
 
 
 def test_a_registered_objective_through_gipoloss():
-    from gipo_plugins import Hyperparameter, is_objective, register_objective, unregister_objective
-    from gipo_plugins._checks import check_positive
+    from gipo_plugins import Hyperparameter, check_positive, is_objective, register_objective, unregister_objective
 
     register_objective("toy", Hyperparameter("toy_alpha", 0.5, "share of the IS gradient kept", check_positive))(
         lambda log_ratio, advantages, *, toy_alpha: (

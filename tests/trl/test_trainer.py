@@ -195,8 +195,7 @@ def test_training_on_gpu_in_bf16(tiny_lm, tmp_path):
 
 
 def test_a_registered_objective_through_the_trainer(tiny_lm, tmp_path):
-    from gipo_plugins import Hyperparameter, PolicyObjective, register_objective, unregister_objective
-    from gipo_plugins._checks import check_positive
+    from gipo_plugins import Hyperparameter, PolicyObjective, check_positive, register_objective, unregister_objective
 
     register_objective("toy", Hyperparameter("toy_alpha", 0.5, "share of the IS gradient kept", check_positive))(
         lambda log_ratio, advantages, *, toy_alpha: (
