@@ -55,11 +55,11 @@ from torchrl.objectives import ValueEstimators
 from torchrl.record.loggers import get_logger
 from tqdm import tqdm
 
+from gipo_plugins import check_choice, objective_names
 from gipo_plugins.metaworld import ACTION_DIM, OBSERVATION_DIM
 from gipo_plugins.torchrl.envs import make_metaworld_env
 from gipo_plugins.torchrl.loss import GIPOLoss
 
-OBJECTIVES = ("gipo", "ppo_clip", "sapo", "is")
 STORED_KEYS = ("observation", "action", "action_log_prob", "logits", "advantage", "value_target", "collected_at")
 """What a transition keeps in the replay: behaviour log-probs and logits, GAE and its age."""
 OLD_AFTER = 10
@@ -75,7 +75,8 @@ class RecipeConfig:
     """Every knob of the recipe (defaults: the published stale protocol, GIPO σ = 1)."""
 
     task: str = _arg("reach-v3", "Meta-World v3 task")
-    objective: str = _arg("gipo", "surrogate: gipo | ppo_clip | sapo | is", choices=OBJECTIVES)
+    objective: str = _arg("gipo", "surrogate: a registered objective (gipo, ppo_clip, sapo, is, or one you register)",
+                          choices=objective_names)  # fmt: skip
     sigma: float = _arg(1.0, "GIPO's kernel scale σ")
     sigma_neg_ratio: float = _arg(1.0, "GIPO's σ₋/σ₊ for non-positive advantages")
     kernel: str = _arg("gaussian", "GIPO's kernel: gaussian | laplacian | cauchy")
@@ -123,8 +124,7 @@ class RecipeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.buffer_size < self.steps_per_iteration:
             raise ValueError(f"buffer_size ({self.buffer_size}) must hold one iteration ({self.steps_per_iteration})")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        check_choice("objective", self.objective, objective_names())
 
     @property
     def iterations(self) -> int:
@@ -443,7 +443,9 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
-        p.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"), help=f.metadata["help"])
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices  # the registered objectives when the parser is built
+        p.add_argument(flag, type=kind, default=f.default, choices=choices, help=f.metadata["help"])
     return p
 
 

@@ -226,3 +226,33 @@ def test_restore_continues_exactly(tmp_path):
     truncated = {k: v for k, v in state["loss_module"].items() if k != "kl_coeff"}
     with pytest.raises(RuntimeError, match="kl_coeff"):
         restored.load_state_dict(truncated)
+
+
+def test_an_objective_the_user_registers_runs_in_the_recipe(tmp_path):
+    """The recipe takes its objectives from the registry: a registered one is a `--objective` choice and trains."""
+    from gipo_plugins import Hyperparameter, check_positive, register_objective, unregister_objective
+    from gipo_plugins.kernels import MAX_LOG_GRAD_WEIGHT
+
+    @register_objective("half_is", Hyperparameter("half_is_scale", 0.5, "share of the IS term", check_positive))
+    def half_is(log_ratio, advantages, *, half_is_scale):
+        """Plain importance sampling, scaled."""
+        ratio = log_ratio.clamp(max=MAX_LOG_GRAD_WEIGHT).exp()
+        return -half_is_scale * ratio * advantages, torch.full_like(ratio, half_is_scale).detach()
+
+    try:
+        assert "half_is" in parser().format_help()
+        args = parser().parse_args(["--objective", "half_is", "--total-steps", "200", "--no-progress"])
+        assert args.objective == "half_is"
+        config = RecipeConfig(
+            **(SMALL | {"buffer_size": 200}), objective="half_is", total_steps=200, max_episode_steps=50,
+            minibatches=2, reuse=2, actor_every=2, eval_every=0, eval_episodes=1, logdir=str(tmp_path), progress=False,
+        )  # fmt: skip
+        summary = train(config)
+        assert summary["steps"] == 200 and math.isfinite(summary["history"][-1]["loss_objective"])
+        assert summary["history"][-1]["trust_weight_mean"] == pytest.approx(0.5)  # the toy's gate was used
+    finally:
+        unregister_objective("half_is")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--objective", "half_is"])  # unregistered again: not a choice
+    with pytest.raises(ValueError, match="unknown objective 'half_is'"):
+        RecipeConfig(objective="half_is")
