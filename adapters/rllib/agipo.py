@@ -131,6 +131,10 @@ class AGIPO(APPO):
 class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
     r"""APPO's torch learner with its clipped surrogate replaced by the core objective.
 
+    Restated from upstream: `compute_loss_for_module` follows `APPOTorchLearner.compute_loss_for_module`
+    of Ray 2.60 (the supported range); `test_ppo_clip_objective_equals_stock_appo_learner` compares
+    `objective="ppo_clip"` (anchor 0) with stock APPO's loss and gradients, so an upstream change fails loudly.
+
     Everything else is APPO's, computed as `APPOTorchLearner` does: V-trace targets and advantages
     from the target network's log-probs, the value loss, the entropy bonus, the optional KL penalty to
     the target network, the IS-ratio diagnostics, all as means over `Columns.LOSS_MASK`. Added: the

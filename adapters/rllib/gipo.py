@@ -75,6 +75,10 @@ class GIPO(PPO):
 class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
     r"""PPO's torch learner with the policy term computed by the core.
 
+    Restated from upstream: `compute_loss_for_module` follows `PPOTorchLearner.compute_loss_for_module`
+    of Ray 2.60 (the supported range, `ray[rllib]>=2.60,<2.61`); `test_ppo_clip_objective_equals_stock_ppo_learner`
+    compares `objective="ppo_clip"` with stock PPO's loss and gradients, so an upstream change fails loudly.
+
     The loss is PPO's, term by term — clipped value loss, entropy bonus, adaptive KL penalty, all
     as means over `Columns.LOSS_MASK` — except that PPO's clipped surrogate is replaced by the
     selected core objective on $\ell = \log\pi_\theta - \log\pi_{old}$ (PPO's ratio), for GIPO

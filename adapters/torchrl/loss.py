@@ -38,6 +38,12 @@ class GIPOLoss(ClipPPOLoss):
     (`gipo_plugins.behaviour_kl`). The formula lives in `gipo_plugins.objectives`; this class maps
     TorchRL's keys and outputs onto it, and `objective=` selects any registered objective.
 
+    Restated from upstream: `forward` follows `ClipPPOLoss.forward` of TorchRL 0.14.1 (the supported
+    range, `torchrl>=0.14.1,<0.15`), calling its private helpers (`_log_weight`, `_advantage`,
+    `_get_entropy`, `_reduce_loss`, ...); TorchRL has no `@override` marker. The tests compare it with
+    `ClipPPOLoss` on the same data (`objective="ppo_clip"`, ratio one, keys, reductions, value
+    estimators), so an upstream change fails loudly.
+
     Everything else is `ClipPPOLoss`: constructor arguments,
     tensordict keys and `set_keys`, value estimators (GAE by default), advantage normalisation,
     `reduction`, loss masks, composite action distributions, `functional`, the entropy bonus and
