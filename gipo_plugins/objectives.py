@@ -54,7 +54,7 @@ from gipo_plugins.registry import (
     Hyperparameter,
     ObjectiveSpec,
     all_hyperparameters,
-    get_spec,
+    get_objective,
     register_objective,
 )
 
@@ -263,7 +263,7 @@ class PolicyObjective:
     """
 
     def __init__(self, name: str = "gipo", /, **settings: Any):
-        spec = get_spec(name)
+        spec = get_objective(name)
         known = all_hyperparameters()
         unknown = sorted(set(settings) - set(known))
         if unknown:
@@ -347,11 +347,6 @@ class PolicyObjective:
         batch = _prepare(log_ratio, advantages, mask, finite)
         settings = {k: v.to(batch.log_ratio.dtype) if isinstance(v, Tensor) else v for k, v in settings.items()}
         return _evaluate(self._spec, batch, reduction, settings)
-
-
-def get_objective(name: str) -> ObjectiveSpec:
-    """The registered objective `name` (its term function and hyperparameters); `ValueError` listing the choices."""
-    return get_spec(name)
 
 
 # --- the public functions of the built-in objectives ----------------------------------------------
@@ -518,7 +513,6 @@ __all__ = [
     "by_advantage_sign",
     "capped_exp",
     "categorical_kl",
-    "get_objective",
     "gipo_objective",
     "is_objective",
     "ppo_clip_objective",

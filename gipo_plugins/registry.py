@@ -109,12 +109,12 @@ def register_objective(name: str, *hyperparameters: Hyperparameter) -> Callable[
 
 def unregister_objective(name: str) -> None:
     """Remove objective `name` (for tests and interactive sessions)."""
-    get_spec(name)
+    get_objective(name)
     del _REGISTRY[name]
 
 
-def get_spec(name: str) -> ObjectiveSpec:
-    """The registered objective `name` (`ValueError` listing the registered ones otherwise)."""
+def get_objective(name: str) -> ObjectiveSpec:
+    """The registered objective `name`: its term function and hyperparameters (`ValueError` listing the choices)."""
     check_choice("objective", name, tuple(_REGISTRY))
     return _REGISTRY[name]
 

@@ -29,7 +29,7 @@ from typing import Any
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from gipo_plugins import Hyperparameter, PolicyObjective, all_hyperparameters
-from gipo_plugins.registry import get_spec
+from gipo_plugins.registry import get_objective
 
 RLLIB_NAMES: Mapping[str, str] = {"clip_epsilon": "clip_param"}
 """Core hyperparameters that RLlib already has under its own name: core name → RLlib name."""
@@ -119,7 +119,7 @@ class GIPOSettings:
         checked = {}
         try:
             if OBJECTIVE in values:
-                checked[OBJECTIVE] = get_spec(values[OBJECTIVE]).name
+                checked[OBJECTIVE] = get_objective(values[OBJECTIVE]).name
             for key, value in values.items():
                 if key == OBJECTIVE:
                     continue
@@ -189,7 +189,7 @@ def _objective_settings(objective: str) -> tuple[str, ...]:
     """Core names of the hyperparameters `objective` takes (none for an unknown objective)."""
     if objective not in _registered_objectives():
         return ()
-    return tuple(hp.name for hp in get_spec(objective).hyperparameters)
+    return tuple(hp.name for hp in get_objective(objective).hyperparameters)
 
 
 __all__ = ["OBJECTIVE", "RLLIB_NAMES", "GIPOSettings", "owned_settings", "rllib_name", "settings_table"]

@@ -16,7 +16,7 @@ from torchrl.objectives.ppo import _broadcast_advantage_to_log_weight, _check_ad
 from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters, behaviour_kl
 from gipo_plugins._checks import check_optional_nonnegative
 from gipo_plugins.diagnostics import METRIC_KEYS
-from gipo_plugins.registry import get_spec
+from gipo_plugins.registry import get_objective
 
 KL_ESTIMATORS = ("auto", "exact", "k3")
 SCHEDULABLE_SETTINGS = frozenset({"sigma"})
@@ -128,7 +128,7 @@ class GIPOLoss(ClipPPOLoss):
         # One home per setting: schedulable numbers of the selected objective are buffers (clip_epsilon is
         # ClipPPOLoss's own), the others live in the PolicyObjective.
         self._setting_buffers = tuple(
-            hp.name for hp in get_spec(objective).hyperparameters
+            hp.name for hp in get_objective(objective).hyperparameters
             if hp.name in SCHEDULABLE_SETTINGS or hp.name == "clip_epsilon"
         )  # fmt: skip
         fixed = {k: v for k, v in validated.settings.items() if k not in self._setting_buffers}

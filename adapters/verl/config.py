@@ -26,7 +26,7 @@ from verl.workers.config import ActorConfig, PolicyLossConfig
 
 from gipo_plugins import BEHAVIOUR_KL_COEFF, PolicyObjective, all_hyperparameters, anchor_coeff
 from gipo_plugins.objectives import KERNEL, SIGMA, SIGMA_NEG_RATIO
-from gipo_plugins.registry import get_spec
+from gipo_plugins.registry import get_objective
 
 LOSS_MODE = "gipo"
 """The `policy_loss.loss_mode` this adapter registers with verl."""
@@ -144,7 +144,7 @@ def _extra_settings(objective_kwargs: Mapping[str, Any] | None) -> tuple[tuple[s
 def _takes(objective: str) -> set[str]:
     """Core names of the settings `objective` takes (none for an unknown objective: `_build` names it)."""
     try:
-        return {hp.name for hp in get_spec(objective).hyperparameters}
+        return {hp.name for hp in get_objective(objective).hyperparameters}
     except ValueError:
         return set()
 
