@@ -14,8 +14,12 @@ loads it from that folder like any hub checkpoint; pass `--model <path or hub id
 
 Stale data — where GIPO differs from GRPO — comes from `--num-iterations` (each generation batch
 is reused that many times) and `--steps-per-generation`. `--loss-type grpo|dapo|sapo` runs TRL's
-own losses with the same settings for an A/B. Writes the log history as JSON and, with `--plot`,
-the reward curves of all runs in the output folder to `docs/img/trl_reward.png`.
+own losses with the same settings for an A/B. `--gipo-behaviour-kl-coeff` sets the anchor
+β·KL(π_old ‖ π_θ) (default: 0.1 with GIPO, 0 with TRL's losses; give both arms the same value for an
+A/B); a run whose anchor in force is > 0 has `_anchor<β>` in its name (the runs named without it,
+including those on `docs/benchmarks/trl_reward.md`, ran with none: `--gipo-behaviour-kl-coeff 0`
+repeats them). Writes the log history as JSON and, with `--plot`, the reward curves of all runs in
+the output folder to `docs/img/trl_reward.png`.
 
     python examples/trl_gsm_like.py --loss-type gipo --num-iterations 4
     python examples/trl_gsm_like.py --loss-type grpo --num-iterations 4 --plot
@@ -36,6 +40,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from gipo_plugins import anchor_coeff
 from gipo_plugins.trl import GIPOConfig, GIPOTrainer
 from gipo_plugins.trl.tiny import build_tiny_causal_lm
 
@@ -111,8 +116,9 @@ def plot(output_root: Path) -> Path:
         "# TRL post-training of a tiny local model",
         "",
         f"Runs found in `{output_root}`, made by `python examples/trl_gsm_like.py` with the options in each run's "
-        "name (task_losstype_iters<num_iterations>_seed), `--max-steps 200 --learning-rate 0.01`, and plotted with "
-        "`--plot`. Rewards are averaged by TRL over each 10-step logging window.",
+        "name (task_losstype_iters<num_iterations>[_anchor<β>]_seed), `--max-steps 200 --learning-rate 0.01`, and "
+        "plotted with `--plot`; a run without `_anchor` ran without the anchor to the sampling policy "
+        "(`--gipo-behaviour-kl-coeff 0`). Rewards are averaged by TRL over each 10-step logging window.",
         "",
         *table,
         "",
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--task", default="letter", choices=["letter", "sum"], help="sum needs a real --model")
     p.add_argument("--loss-type", default="gipo")
     p.add_argument("--gipo-sigma", type=float, default=1.0)
+    p.add_argument("--gipo-behaviour-kl-coeff", type=float, default=None,
+                   help="anchor beta to the sampling policy (default: 0.1 with gipo, 0 with TRL's losses)")  # fmt: skip
     p.add_argument("--num-iterations", type=int, default=4)
     p.add_argument("--steps-per-generation", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=300)
@@ -141,12 +149,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
-    output_dir = Path(args.output_root) / f"{args.task}_{args.loss_type}_iters{args.num_iterations}_seed{args.seed}"
+    beta = anchor_coeff(args.gipo_behaviour_kl_coeff, args.loss_type)  # GIPOConfig.anchor_coeff, before the config
+    anchor = f"_anchor{beta:g}" if beta > 0 else ""  # no anchor: named as the runs made before it existed
+    name = f"{args.task}_{args.loss_type}_iters{args.num_iterations}{anchor}_seed{args.seed}"
+    output_dir = Path(args.output_root) / name
     model = args.model or str(build_tiny_causal_lm(Path(args.output_root) / "tiny_model", hidden_size=64))
     config = GIPOConfig(
         output_dir=str(output_dir),
         loss_type=args.loss_type,
         gipo_sigma=args.gipo_sigma,
+        gipo_behaviour_kl_coeff=args.gipo_behaviour_kl_coeff,
         num_iterations=args.num_iterations,
         steps_per_generation=args.steps_per_generation,
         max_steps=args.max_steps,
@@ -164,6 +176,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         gradient_checkpointing=False,
         seed=args.seed,
     )
+    assert config.anchor_coeff == beta
     trainer = GIPOTrainer(
         model=model,
         reward_funcs=[letter_reward, first_letter_reward] if args.task == "letter" else [format_reward, correct_reward],

@@ -46,6 +46,7 @@ TRAIN_METRICS = (
     "gipo/suppressed_fraction",
     "gipo/ess",  # GIPO
     "clip_ratio/region_mean",  # clipped losses (dapo, grpo): the fraction of tokens without gradient
+    "gipo/behaviour_kl",  # the anchor's exact KL(pi_behaviour || pi_theta), when it is on
 )
 """Per-step training metrics kept in the run summary (the staleness and dead-fraction diagnostics)."""
 
@@ -82,6 +83,9 @@ def main() -> None:
     p.add_argument("--sft-only", action="store_true", help="build/evaluate the SFT checkpoint and stop")
     p.add_argument("--loss-type", default="gipo", help="gipo, or a TRL loss type: dapo, sapo, grpo, ...")
     p.add_argument("--sigma", type=float, default=1.0)
+    p.add_argument("--behaviour-kl-coeff", type=float, default=None,
+                   help="anchor beta * KL(pi_behaviour || pi_theta), exact over the action tokens (the trainer's "
+                   "gipo_behaviour_kl_coeff); default: 0.1 with gipo, 0 with TRL's loss types")  # fmt: skip
     p.add_argument("--max-steps", type=int, default=20)
     p.add_argument("--episodes-per-step", type=int, default=8)
     p.add_argument("--num-generations", type=int, default=4, help="episodes per goal (the GRPO group)")
@@ -126,6 +130,7 @@ def main() -> None:
     name = args.run_name or f"{args.loss_type}_seed{args.seed}"
     config = VLAGIPOConfig(
         output_dir=str(Path(args.logdir) / name), task=args.task, loss_type=args.loss_type, gipo_sigma=args.sigma,
+        gipo_behaviour_kl_coeff=args.behaviour_kl_coeff,
         per_device_train_batch_size=args.episodes_per_step, num_generations=args.num_generations,
         num_iterations=args.num_iterations, episode_horizon=args.horizon, max_steps=args.max_steps,
         learning_rate=args.lr, temperature=args.temperature, max_completion_length=4,
@@ -143,6 +148,7 @@ def main() -> None:
     train_logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "task": args.task, "loss_type": args.loss_type, "seed": args.seed, "num_iterations": args.num_iterations,
+        "anchor_coeff": config.anchor_coeff,
         "sft_success": sft_success, "final_success": curve[-1]["eval_success_rate"], "curve": curve,
         "train_success": [h.get("env/success_rate") for h in train_logs],
         "train_metrics": {key: [h.get(key) for h in train_logs] for key in TRAIN_METRICS},

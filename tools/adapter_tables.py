@@ -59,11 +59,21 @@ def settings_rows() -> list[list[str]]:
         rows.append([f"{hp.help} (default `{hp.default!r}`)", f"`{core}`", torchrl, f"`{rllib_name(core)}`",
                      trl(core), WHY.get(core, "")])  # fmt: skip
     rows.append([
-        "KL penalty", "`behaviour_kl` (k3 estimate to the behaviour policy)",
+        "KL penalty: the anchor β·KL(π_behaviour ‖ π_θ) (default `None`: the published 0.1 with GIPO, 0 for a "
+        "baseline; an explicit value gives both arms of an A/B the same anchor)",
+        "`behaviour_kl_coeff` (`BEHAVIOUR_KL_COEFF`, `anchor_coeff`); the KL: `categorical_kl` (exact, from stored "
+        "behaviour logits) or `behaviour_kl` (k3, from stored log-probs)",
         "`kl_coeff` + `kl_estimator`: to the behaviour policy, exact from the stored distribution or k3",
-        "`kl_coeff` (+ `kl_target`): RLlib's adaptive analytic KL to the behaviour distribution",
-        "`beta`: KL to a frozen reference model (TRL's, a different term; the VLA trainer requires 0)",
-        "each framework's KL term means what it means there; none is re-implemented.",
+        "`GIPOConfig`: `kl_coeff` (+ `kl_target`), PPO's adaptive analytic KL, already to the behaviour distribution. "
+        "`AGIPOConfig`: `behaviour_kl_coeff` (default `None`: 0.1 with `objective=\"gipo\"`, 0 with `ppo_clip`), "
+        "exact from the behaviour logits in `Columns.ACTION_DIST_INPUTS`; APPO's `kl_coeff` stays its KL to the "
+        "target network",
+        "`gipo_behaviour_kl_coeff` (default `None`: 0.1 with `loss_type=\"gipo\"`, 0 with TRL's loss types). TRL: "
+        "k3 per token from `old_per_token_logps` (0 when TRL stores none, i.e. on-policy). VLA: exact over the 256 "
+        "action tokens of each dimension, from the categorical stored when the episode was acted. Next to it, "
+        "TRL's `beta`: KL to a frozen reference model, a different term (the VLA trainer requires 0)",
+        "each framework's own KL term keeps its name and meaning; the anchor is added under one name where the "
+        "framework has no KL to the behaviour policy (TorchRL's `kl_coeff` already is one; TRL prefixes `gipo_`).",
     ])  # fmt: skip
     rows.append(["data checks", "`set_check_mode(\"async\")` or `(\"strict\")`", "the same, global", "the same, global",
                  "the same, global", "one setting for the process"])  # fmt: skip
@@ -162,6 +172,8 @@ def _rllib_cases():
         ("RLlib", "`GIPOConfig().training(objective=\"trpo\")`", lambda: GIPOConfig().training(objective="trpo")),
         ("RLlib", "`GIPOConfig.from_dict({\"sigma\": 0})`", lambda: GIPOConfig.from_dict({"sigma": 0})),
         ("RLlib", "`AGIPOConfig().training(kernel=\"box\")`", lambda: AGIPOConfig().training(kernel="box")),
+        ("RLlib", "`AGIPOConfig().training(behaviour_kl_coeff=-0.1)`",
+         lambda: AGIPOConfig().training(behaviour_kl_coeff=-0.1)),
     ]  # fmt: skip
 
 
@@ -181,6 +193,9 @@ def _trl_cases():
         ("TRL", "`GIPOConfig(off_policy_mask_threshold=0.5)`", config(off_policy_mask_threshold=0.5)),
         ("TRL", "`GIPOConfig(epsilon_high=0.28)` (DAPO's, kept from a GRPO config)", config(epsilon_high=0.28)),
         ("TRL", "`GIPOConfig(loss_type=\"gipoo\")`", config(loss_type="gipoo")),
+        ("TRL", "`GIPOConfig(gipo_behaviour_kl_coeff=-0.1)`", config(gipo_behaviour_kl_coeff=-0.1)),
+        ("TRL", "`GIPOConfig(loss_type=\"dapo\", gipo_behaviour_kl_coeff=\"0.1\")`",
+         config(loss_type="dapo", gipo_behaviour_kl_coeff="0.1")),
     ]  # fmt: skip
 
 
@@ -203,6 +218,7 @@ def _vla_cases():
     return [
         ("VLA", "`VLAGIPOConfig(task=\"reach-v2\")`", config(task="reach-v2")),
         ("VLA", "`VLAGIPOConfig(beta=0.04)`", config(beta=0.04)),
+        ("VLA", "`VLAGIPOConfig(gipo_behaviour_kl_coeff=nan)`", config(gipo_behaviour_kl_coeff=math.nan)),
         ("VLA", "`MetaWorldImageEnv(image_size=4)`", image_env),
         ("VLA", "actions outside the statistics' range", lambda: normalize(np.array([[2.0, 0.0]]), stats)),
         ("VLA", "statistics without `q99`", lambda: normalize(np.zeros((1, 2)), {"q01": [-1.0, -1.0]})),

@@ -1,4 +1,12 @@
-"""`GIPOConfig` and `GIPOTrainer`: GRPO's trainer with GIPO's per-token policy term."""
+r"""`GIPOConfig` and `GIPOTrainer`: GRPO's trainer with GIPO's per-token policy term.
+
+The anchor. The published method adds $\beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ to the loss
+of every objective it compares ($\beta = 0.1$, `gipo_plugins.PUBLISHED_KL_COEFF`), with $\pi_{old}$ the
+policy that sampled the data. TRL's own KL (`beta`) is to a frozen reference model, a different term;
+`gipo_behaviour_kl_coeff` adds the anchor. For an LLM only the sampled tokens' log-probs are stored, so
+the KL is the core's k3 estimate (`gipo_plugins.behaviour_kl`) per completion token against TRL's
+`old_per_token_logps`; see `GIPOTrainer` for where it enters the loss and how it is normalised.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,14 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from gipo_plugins import DivergenceMonitor, PolicyObjective, all_hyperparameters
+from gipo_plugins import (
+    BEHAVIOUR_KL_COEFF,
+    DivergenceMonitor,
+    PolicyObjective,
+    all_hyperparameters,
+    anchor_coeff,
+    behaviour_kl,
+)
 from gipo_plugins.diagnostics import METRIC_KEYS
 from gipo_plugins.fused import DEFAULT_CHUNK_SIZE
 from gipo_plugins.trl.fused import check_fused_model, fused_per_token_logps, validate_fused_config
@@ -32,6 +47,8 @@ REPLACED_BY_GIPO = {
 """GRPOConfig settings GIPO replaces: with `loss_type="gipo"` each must keep its default (else a `ValueError`)."""
 _SCALED_FOR_ACCUMULATION = ("grpo", "bnpo", "dr_grpo", "luspo")  # TRL divides these by the accumulation steps
 _CLIP_METRICS = "clip_ratio/"  # TRL's clip counters: constant 0 with the clip opened, so not logged under GIPO
+BEHAVIOUR_KL_METRIC = "gipo/behaviour_kl"
+"""Log key of the anchor's KL (the micro-batch's masked token mean, before the coefficient), when it is on."""
 
 
 @dataclass
@@ -48,6 +65,14 @@ class GIPOConfig(GRPOConfig):
     Fused LM head (any `loss_type`): `gipo_fused_loss=True` computes every token log-prob with
     the core's chunked LM head, `gipo_fused_chunk_size` tokens at a time in fp32 (see
     `gipo_plugins.trl.fused`); the loss is unchanged.
+
+    The anchor (any `loss_type`): `gipo_behaviour_kl_coeff` $\beta$ adds
+    $\beta\,\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$, the k3 estimate per completion token against the
+    old (sampling) log-probs, to the loss (see `GIPOTrainer`). Default `None`: 0.1 with
+    `loss_type="gipo"` and `gipo_objective="gipo"` (GIPO as published: GRPO's loss, which it replaces,
+    has no trust region besides the clip GIPO opens), 0 with TRL's own loss types (TRL's loss unchanged)
+    and other objectives. Set it explicitly to give both arms of an A/B the same anchor. `anchor_coeff`
+    is the value in force. It is independent of `beta`, TRL's KL to a reference model.
     """
 
     loss_type: str = field(
@@ -101,12 +126,24 @@ class GIPOConfig(GRPOConfig):
         default=DEFAULT_CHUNK_SIZE,
         metadata={"help": "Tokens per chunk of the fused LM head: its largest buffer holds chunk x vocab fp32 values."},
     )
+    gipo_behaviour_kl_coeff: float | None = field(
+        default=None,
+        metadata={
+            "help": "Coefficient beta >= 0 of the anchor beta * KL(pi_old || pi_theta) to the policy that sampled the "
+            "completions (k3 estimate per token from the old log-probs), for any loss_type. None (default): the "
+            "published 0.1 with loss_type='gipo' and gipo_objective='gipo', 0 otherwise (TRL's own losses "
+            "unchanged); set it explicitly to give both arms of an A/B the same anchor. Independent of `beta` (the "
+            "KL to a reference model)."
+        },
+    )
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:  # TRL's own config would fail only at the first loss call
             raise ValueError(f"unknown loss_type {self.loss_type!r}; choose one of {LOSS_TYPES}")
         super().__post_init__()
         _ = self.policy_objective  # validates every GIPO setting, named as written here, whatever the loss_type
+        self.gipo_behaviour_kl_coeff = BEHAVIOUR_KL_COEFF.validate(self.gipo_behaviour_kl_coeff,
+                                                                   "gipo_behaviour_kl_coeff")  # fmt: skip
         validate_fused_config(self)
         if self.loss_type != "gipo":
             return
@@ -121,6 +158,12 @@ class GIPOConfig(GRPOConfig):
             raise ValueError(f"unknown gipo_aggregation {self.gipo_aggregation!r}; choose one of {AGGREGATIONS}")
         if self.use_liger_kernel:
             raise ValueError("use_liger_kernel bypasses the GRPO loss path; it cannot be used with loss_type='gipo'")
+
+    @property
+    def anchor_coeff(self) -> float:
+        """The anchor coefficient in force: `gipo_behaviour_kl_coeff`, else 0.1 for GIPO's objective and 0 otherwise."""
+        objective = self.gipo_objective if self.loss_type == "gipo" else self.loss_type
+        return anchor_coeff(self.gipo_behaviour_kl_coeff, objective)
 
     @property
     def policy_objective(self) -> PolicyObjective:
@@ -161,9 +204,32 @@ class GIPOTrainer(GRPOTrainer):
 
     With vLLM the weight uses the sampler's log-probs (`sampling_per_token_logps`) as the behaviour
     policy; tokens it could not score get $\ell = 0$.
+
+    The anchor, for any `loss_type`, when `args.anchor_coeff` $\beta > 0$ (see `GIPOConfig`): the
+    loss TRL's `_compute_loss` returns gets
+
+    $$+\;\frac{\beta}{G}\,\frac{\sum_t m_t\,\big(e^{\ell_t} - 1 - \ell_t\big)}{\max(1, \sum_t m_t)},
+    \qquad \ell_t = \log\pi_\theta(y_t) - \log\pi_{old}(y_t),$$
+
+    the core's k3 estimate (`gipo_plugins.behaviour_kl`) of $\mathrm{KL}(\pi_{old}\,\|\,\pi_\theta)$ as a
+    token mean over the micro-batch's completion tokens ($m$: `completion_mask` times `tool_mask`,
+    TRL's loss mask), with $G$ = `current_gradient_accumulation_steps` in training (1 in evaluation).
+    That is the normalisation of TRL's own entropy bonus: a per-token mean, scaled only for gradient
+    accumulation, so $\beta$ means the same whatever `loss_type` / `gipo_aggregation` normalises the
+    policy term, and is the published "mean over samples" on each optimizer step. $\pi_{old}$ is
+    TRL's `old_per_token_logps` (the log-probs of the policy that generated the batch, also the
+    ratio's denominator); TRL computes them only when the data are reused (`num_iterations > 1`,
+    `steps_per_generation > gradient_accumulation_steps`) or with vLLM. Without them the data are
+    on-policy, $\ell \equiv 0$, and the anchor is exactly 0 with zero gradient. The differentiable
+    log-probs are the ones TRL's loss already computed (captured from
+    `_get_per_token_logps_and_entropies`): no extra forward, no host sync. The KL is logged as
+    `gipo/behaviour_kl` (before $\beta$); `policy_loss` stays the policy term alone.
     """
 
     args: GIPOConfig
+    anchor_coeff: float = 0.0
+    """The anchor coefficient in force (`args.anchor_coeff`; 0 with a plain `GRPOConfig`)."""
+    _loss_forward: dict[str, torch.Tensor] | None = None  # the loss's own forward, captured for the anchor
 
     def __init__(self, model, reward_funcs, args: GRPOConfig | None = None, *rest, **kwargs):
         self._gipo = args is not None and args.loss_type == "gipo"
@@ -177,6 +243,7 @@ class GIPOTrainer(GRPOTrainer):
             if self._gipo:
                 args.loss_type = "gipo"
         self._gipo_pending: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.anchor_coeff = self.args.anchor_coeff if isinstance(self.args, GIPOConfig) else 0.0
         self._divergence = DivergenceMonitor(logger.warning)
         if self._gipo:
             self.policy_objective = self.args.policy_objective
@@ -222,7 +289,12 @@ class GIPOTrainer(GRPOTrainer):
         super().log(logs, start_time)
 
     def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
+        self._loss_forward = {} if self.anchor_coeff > 0 else None
+        try:
+            loss = super()._compute_loss(model, inputs)
+            forward = self._loss_forward
+        finally:
+            self._loss_forward = None
         mode = "train" if self.model.training else "eval"
         if self._gipo:
             for name in [name for name in self._metrics[mode] if name.startswith(_CLIP_METRICS)]:
@@ -231,9 +303,33 @@ class GIPOTrainer(GRPOTrainer):
             scale = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             policy_loss = loss.detach() * (scale if self.loss_type in (*_SCALED_FOR_ACCUMULATION, "sapo") else 1.0)
             self._defer("policy_loss", policy_loss)
+        if forward is not None:
+            kl = self._behaviour_kl(inputs, forward)
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            loss = loss + self.anchor_coeff * kl / accumulation
+            self._defer(BEHAVIOUR_KL_METRIC, kl.detach())
         return loss
+
+    def _behaviour_kl(self, inputs: dict, forward: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The anchor's KL(π_old ‖ π_θ) of the micro-batch: k3 per completion token, masked token mean (sync-free)."""
+        mask = inputs["completion_mask"]
+        valid = (mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]) != 0  # TRL's loss mask
+        zero = forward["log_probs"].new_zeros(())
+        # masked-out tokens get l = 0 (k3 = 0 exactly, whatever is stored there); no old log-probs: on-policy, l = 0
+        log_probs = torch.where(valid, forward["log_probs"], zero)
+        old = inputs.get("old_per_token_logps")
+        old = log_probs.detach() if old is None else torch.where(valid, old, zero)
+        return behaviour_kl(log_probs, old, reduction="none").sum() / valid.sum().clamp(min=1)
+
+    def _record_loss_forward(self, **tensors: torch.Tensor) -> None:
+        """Keep what the loss's own forward computed (only while `_compute_loss` runs with the anchor on)."""
+        if self._loss_forward is not None:
+            self._loss_forward.update(tensors)
 
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
         if self._fused_lm_head:  # gipo_fused_loss: the core's chunked LM head (gipo_plugins.trl.fused)
-            return fused_per_token_logps(self, model, *args, **kwargs)
-        return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+            result = fused_per_token_logps(self, model, *args, **kwargs)
+        else:
+            result = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        self._record_loss_forward(log_probs=result[0])
+        return result

@@ -108,35 +108,41 @@ def check_policy(model: object, processor: object) -> None:
 
 
 @torch.no_grad()
-def sample_action_tokens(policy: VLAPolicy, inputs: dict[str, Tensor], *, action_dim: int,
-                         temperature: float = 1.0) -> tuple[Tensor, Tensor]:  # fmt: skip
+def sample_action_tokens(policy: VLAPolicy, inputs: dict[str, Tensor], *, action_dim: int, temperature: float = 1.0,
+                         return_log_softmax: bool = False) -> tuple[Tensor, ...]:  # fmt: skip
     """Draw `action_dim` action tokens autoregressively (greedy at `temperature=0`).
 
     Returns:
         `(token_ids, log_probs)`, each `[B, action_dim]`: the tokens and their log-probabilities
         under the categorical over the action tokens at `temperature` (at `temperature=0`: at 1).
+        With `return_log_softmax=True` also that whole categorical, `[B, action_dim, 256]` fp32
+        log-probabilities of every bin (the behaviour distribution the anchor's exact KL needs).
     """
     input_ids, attention_mask, pixel_values = inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
     token_ids = policy.action_token_ids.to(input_ids.device)
-    ids, log_probs = [], []
+    ids, log_probs, distributions = [], [], []
     for _ in range(action_dim):
         logits = policy.action_logits(input_ids, attention_mask, pixel_values, logits_to_keep=1)[:, -1].float()
         scaled = torch.log_softmax(logits / (temperature if temperature > 0 else 1.0), -1)
         bins = torch.multinomial(scaled.exp(), 1)[:, 0] if temperature > 0 else logits.argmax(-1)
         log_probs.append(scaled.gather(1, bins[:, None])[:, 0])
+        distributions.append(scaled)
         ids.append(token_ids[bins])
         input_ids = torch.cat([input_ids, ids[-1][:, None]], dim=1)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(bins), 1)], dim=1)
-    return torch.stack(ids, 1), torch.stack(log_probs, 1)
+    result = torch.stack(ids, 1), torch.stack(log_probs, 1)
+    return (*result, torch.stack(distributions, 1)) if return_log_softmax else result
 
 
 def action_log_probs(policy: VLAPolicy, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor,
-                     completion_length: int, *, temperature: float = 1.0,
-                     compute_entropy: bool = False) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+                     completion_length: int, *, temperature: float = 1.0, compute_entropy: bool = False,
+                     return_log_softmax: bool = False) -> tuple[Tensor | None, ...]:  # fmt: skip
     """Log-probabilities (and entropies) of the last `completion_length` tokens of `input_ids`.
 
     Teacher-forced: one forward pass scores every action dimension, under the same categorical as
-    `sample_action_tokens`. Returns `[B, completion_length]` tensors (entropy `None` unless asked).
+    `sample_action_tokens`. Returns `[B, completion_length]` tensors (entropy `None` unless asked);
+    with `return_log_softmax=True` also the whole categorical, `[B, completion_length, 256]` fp32
+    (differentiable; the tensor the log-probs are gathered from, so it costs no extra memory).
 
     Raises:
         ValueError: a completion token that is not an action token.
@@ -149,7 +155,7 @@ def action_log_probs(policy: VLAPolicy, input_ids: Tensor, attention_mask: Tenso
         raise ValueError("completion tokens must be action tokens (the policy's action_token_ids)")
     log_probs = log_p.gather(-1, bins[..., None])[..., 0]
     entropy = -(log_p.exp() * log_p).sum(-1) if compute_entropy else None
-    return log_probs, entropy
+    return (log_probs, entropy, log_p) if return_log_softmax else (log_probs, entropy)
 
 
 def decode_actions(policy: VLAPolicy, token_ids: Tensor, unnorm_key: str | None = None) -> np.ndarray:

@@ -35,16 +35,19 @@ def act(model: VLAPolicy, processor: VLAProcessor, observations: list[dict], tas
 
     Returns:
         The model inputs (`input_ids`, `attention_mask`, `pixel_values`), the sampled
-        `action_ids` `[B, A]` and their `log_probs`, and the env `actions` `[B, A]` (un-normalised).
+        `action_ids` `[B, A]` and their `log_probs`, the whole behaviour categorical
+        `action_log_softmax` `[B, A, 256]` (fp32 log-probabilities of every bin at `temperature`), and
+        the env `actions` `[B, A]` (un-normalised).
     """
     device = next(model.parameters()).device
     states = np.stack([o["state"] for o in observations]) if processor.state_dim else None
     inputs = processor(np.stack([o["image"] for o in observations]), instruction(task), states, unnorm_key)
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    ids, log_probs = sample_action_tokens(
-        model, inputs, action_dim=model.get_action_dim(unnorm_key), temperature=temperature
+    ids, log_probs, log_softmax = sample_action_tokens(
+        model, inputs, action_dim=model.get_action_dim(unnorm_key), temperature=temperature, return_log_softmax=True
     )
-    return {**inputs, "action_ids": ids, "log_probs": log_probs, "actions": decode_actions(model, ids, unnorm_key)}
+    return {**inputs, "action_ids": ids, "log_probs": log_probs, "action_log_softmax": log_softmax,
+            "actions": decode_actions(model, ids, unnorm_key)}  # fmt: skip
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from trl_helpers import make_trainer
 
-from gipo_plugins import gipo_objective
+from gipo_plugins import PUBLISHED_KL_COEFF, gipo_objective
 from gipo_plugins.diagnostics import METRIC_KEYS
 from gipo_plugins.trl import GIPOConfig
 
@@ -52,8 +52,9 @@ def _prepare(trainer):
 
 def test_per_token_loss_equals_core(tiny_lm, tmp_path):
     trainer = _prepare(
-        make_trainer(tiny_lm, tmp_path, gipo_aggregation="bnpo", gipo_sigma=0.5, gipo_sigma_neg_ratio=0.5)
-    )
+        make_trainer(tiny_lm, tmp_path, gipo_aggregation="bnpo", gipo_sigma=0.5, gipo_sigma_neg_ratio=0.5,
+                     gipo_behaviour_kl_coeff=0.0)  # the policy term alone (the anchor's own tests are below)
+    )  # fmt: skip
     inputs = _fixed_inputs(trainer, shift=0.7)
     loss = trainer._compute_loss(trainer.model, inputs)
     expected = gipo_objective(
@@ -70,6 +71,76 @@ def test_per_token_loss_equals_core(tiny_lm, tmp_path):
     for key in METRIC_KEYS:
         assert logged[f"gipo/{key}"][-1] == pytest.approx(float(expected.metrics[key]), rel=1e-5, abs=1e-6), key
     assert logged["policy_loss"][-1] == pytest.approx(float(expected.loss.detach()), rel=1e-5)
+    assert "gipo/behaviour_kl" not in logged  # anchor off: nothing computed, nothing logged
+
+
+def _k3(trainer, inputs, differentiable=False):
+    """The k3 formula e^l - 1 - l, l = log pi_theta - stored old log-prob, as a mean over the completion tokens."""
+    log_ratio = _current_logps(trainer, inputs) - inputs["old_per_token_logps"]
+    log_ratio = log_ratio if differentiable else log_ratio.detach()
+    mask = inputs["completion_mask"].bool()
+    return (log_ratio.exp() - 1 - log_ratio)[mask].mean()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "beta"),
+    [({}, PUBLISHED_KL_COEFF), ({"loss_type": "dapo", "gipo_behaviour_kl_coeff": 0.3}, 0.3)],
+    ids=["gipo-default", "dapo-explicit"],
+)
+def test_anchor_adds_the_k3_kl_to_the_stored_old_log_probs_scaled_for_accumulation(tiny_lm, tmp_path, overrides, beta):
+    trainer = _prepare(make_trainer(tiny_lm, tmp_path, **overrides))
+    assert trainer.anchor_coeff == beta
+    trainer.current_gradient_accumulation_steps = 2  # TRL scales each micro-batch's loss by 1 / accumulation steps
+    inputs = _fixed_inputs(trainer, shift=0.7)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    anchored = trainer._compute_loss(trainer.model, inputs)
+    anchored_grads = torch.autograd.grad(anchored, params, allow_unused=True)
+    trainer.anchor_coeff = 0.0
+    plain = trainer._compute_loss(trainer.model, inputs)
+    plain_grads = torch.autograd.grad(plain, params, allow_unused=True)
+    k3 = _k3(trainer, inputs)
+    assert k3 > 0.05  # shift 0.7: far enough from the old policy to see the anchor
+    torch.testing.assert_close(anchored.detach() - plain.detach(), beta * k3 / 2)
+    expected = torch.autograd.grad(beta * _k3(trainer, inputs, differentiable=True) / 2, params, allow_unused=True)
+    for a, b, want in zip(anchored_grads, plain_grads, expected, strict=True):
+        if want is not None:
+            torch.testing.assert_close(a - (0 if b is None else b), want, rtol=1e-4, atol=1e-6)
+    trainer._flush_gipo_metrics("train")
+    logged = trainer._metrics["train"]
+    assert logged["gipo/behaviour_kl"] == [pytest.approx(float(k3), rel=1e-5)]  # logged once: the anchored call
+    assert logged["policy_loss"][0] == pytest.approx(logged["policy_loss"][1], rel=1e-6)  # the policy term alone
+
+
+def test_anchor_is_zero_without_stored_old_log_probs(tiny_lm, tmp_path):
+    """On-policy (TRL stores no old log-probs): l = 0, the anchor adds exactly 0 and no gradient."""
+    trainer = _prepare(make_trainer(tiny_lm, tmp_path, num_iterations=1))
+    inputs = _fixed_inputs(trainer, shift=0.0)
+    del inputs["old_per_token_logps"]
+    anchored = trainer._compute_loss(trainer.model, inputs)
+    trainer.anchor_coeff = 0.0
+    plain = trainer._compute_loss(trainer.model, inputs)
+    assert torch.equal(anchored, plain)
+    trainer._flush_gipo_metrics("train")
+    assert trainer._metrics["train"]["gipo/behaviour_kl"] == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "beta"),
+    [
+        ({}, PUBLISHED_KL_COEFF),  # GIPO as shipped is the published method
+        ({"loss_type": "dapo"}, 0.0),  # TRL's own losses stay TRL's
+        ({"loss_type": "grpo"}, 0.0),
+        ({"loss_type": "sapo"}, 0.0),
+        ({"gipo_objective": "ppo_clip"}, 0.0),  # another core objective: a baseline
+        ({"loss_type": "dapo", "gipo_behaviour_kl_coeff": 0.1}, 0.1),  # an A/B gives both arms the same anchor
+        ({"gipo_behaviour_kl_coeff": 0}, 0.0),
+        ({"gipo_behaviour_kl_coeff": 1}, 1.0),
+    ],
+)
+def test_shipped_anchor_defaults(tmp_path, overrides, beta):
+    config = GIPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **overrides)
+    assert config.anchor_coeff == beta and isinstance(config.anchor_coeff, float)
+    assert GIPOConfig.__dataclass_fields__["gipo_behaviour_kl_coeff"].default is None
 
 
 def _param_grad_norm(trainer, loss):
@@ -87,13 +158,23 @@ def test_gradient_survives_far_outside_grpo_clip_range(tiny_lm, tmp_path):
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_stale_training_learns_the_toy_task(tiny_lm, tmp_path, level):
-    trainer = make_trainer(tiny_lm, tmp_path, importance_sampling_level=level)
+    # the policy term alone, as before the anchor existed: at this toy's learning rate (0.05, Adam) the published
+    # anchor (0.1) held the policy near its start in 2 of 3 seeds
+    trainer = make_trainer(tiny_lm, tmp_path, importance_sampling_level=level, gipo_behaviour_kl_coeff=0.0)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     assert all(math.isfinite(h["loss"]) for h in logs)
     assert all(f"gipo/{k}" in logs[0] for k in METRIC_KEYS) and "policy_loss" in logs[0]
     assert max(h["gipo/log_ratio_abs_mean"] for h in logs) > 0  # num_iterations=2: data really were stale
     assert logs[0]["reward"] < 0.3 and logs[-1]["reward"] > 0.8, [h["reward"] for h in logs]
+
+
+def test_training_with_the_shipped_anchor_logs_it(tiny_lm, tmp_path):
+    trainer = make_trainer(tiny_lm, tmp_path, max_steps=4, logging_steps=2)  # num_iterations=2: the 2nd pass is stale
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(h["gipo/behaviour_kl"] >= 0 for h in logs) and max(h["gipo/behaviour_kl"] for h in logs) > 0
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "sapo"])
@@ -161,6 +242,11 @@ def test_restore_continues_exactly(tiny_lm, tmp_path):
         ({"epsilon_high": 0.28}, "epsilon_high"),
         ({"loss_type": "gipoo"}, "loss_type 'gipoo'"),
         ({"loss_type": "gipoo", "gipo_sigma": 2.0}, "choose one of .*'gipo', 'grpo'"),
+        ({"gipo_behaviour_kl_coeff": -0.1}, "gipo_behaviour_kl_coeff must be None or a finite number >= 0"),
+        ({"gipo_behaviour_kl_coeff": math.inf, "loss_type": "dapo"}, "gipo_behaviour_kl_coeff"),
+        ({"gipo_behaviour_kl_coeff": math.nan}, "gipo_behaviour_kl_coeff"),
+        ({"gipo_behaviour_kl_coeff": "0.1"}, "gipo_behaviour_kl_coeff"),
+        ({"gipo_behaviour_kl_coeff": True}, "gipo_behaviour_kl_coeff"),
     ],
 )
 def test_bad_config_values(tmp_path, overrides, name):
@@ -172,7 +258,8 @@ def test_config_fields_carry_help_metadata():
     from dataclasses import fields
 
     help_of = {f.name: f.metadata.get("help") for f in fields(GIPOConfig)}
-    for name in ("loss_type", "gipo_sigma", "gipo_sigma_neg_ratio", "gipo_kernel", "gipo_aggregation"):
+    for name in ("loss_type", "gipo_sigma", "gipo_sigma_neg_ratio", "gipo_kernel", "gipo_aggregation",
+                 "gipo_behaviour_kl_coeff"):  # fmt: skip
         assert help_of[name], name
     assert GIPOConfig.__dataclass_fields__["loss_type"].default == "gipo"
 

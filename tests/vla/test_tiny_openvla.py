@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from gipo_plugins import PUBLISHED_KL_COEFF, gipo_objective
 from gipo_plugins.metaworld import episode_success
 from gipo_plugins.metaworld.pixels import STATE_DIM, MetaWorldImageEnv, collect_demonstrations
 from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
-from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, check_policy, decode_actions
+from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, action_log_probs, check_policy, decode_actions
 from gipo_plugins.vla.tiny_openvla import TinyOpenVLAConfig, TinyOpenVLAForActionPrediction, TinyOpenVLAProcessor
 from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages
 
@@ -197,8 +198,10 @@ def test_a_few_post_training_steps_log_metrics_and_change_the_policy(tiny_vla, t
         # behaviour log-probs stored while acting equal the trainer's recomputation on the first pass
         assert logs[0]["gipo/log_ratio_abs_mean"] < 1e-4
         assert logs[1]["gipo/log_ratio_abs_mean"] > 1e-4  # second pass over the same episodes: stale
+        assert logs[0]["gipo/behaviour_kl"] < 1e-6 < logs[1]["gipo/behaviour_kl"]  # the shipped anchor, exact KL
     else:
         assert "clip_ratio/region_mean" in logs[1]  # the clipped loss's dead fraction
+        assert not any("gipo/behaviour_kl" in h for h in logs)  # dapo as shipped: TRL's loss, no anchor
     assert logs[0]["stale/log_ratio_abs_p95"] < 1e-4 < logs[1]["stale/log_ratio_abs_p95"]  # every loss type
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
     assert "lm_head.weight" in changed and any(n.startswith("model.projector") for n in changed)
@@ -216,6 +219,66 @@ def test_config_rejects_bad_episode_settings(tmp_path):
         VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, gipo_fused_loss=True, bf16=False)
     with pytest.raises(ValueError, match="unknown Meta-World task"):
         VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, task="reach", bf16=False)
+    with pytest.raises(ValueError, match="gipo_behaviour_kl_coeff must be None or a finite number >= 0"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, gipo_behaviour_kl_coeff=-0.1, bf16=False)
+    with pytest.raises(ValueError, match="gipo_behaviour_kl_coeff"):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="dapo", gipo_behaviour_kl_coeff=float("nan"),
+                      bf16=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "beta"),
+    [
+        ({}, PUBLISHED_KL_COEFF),  # GIPO as shipped is the published method
+        ({"loss_type": "dapo"}, 0.0),  # TRL's dapo as shipped: no anchor
+        ({"loss_type": "dapo", "gipo_behaviour_kl_coeff": 0.1}, 0.1),  # an A/B with the anchor in both arms
+        ({"gipo_behaviour_kl_coeff": 0.0}, 0.0),
+    ],
+)
+def test_shipped_anchor_defaults_keep_beta_zero(tmp_path, overrides, beta):
+    config = VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, **overrides)
+    assert config.anchor_coeff == beta and config.beta == 0.0  # the anchor is not TRL's reference-model beta
+
+
+def test_anchor_is_the_exact_kl_to_the_categorical_stored_when_acting(tiny_vla, tmp_path):
+    trainer = vla_trainer(tiny_vla, tmp_path)
+    assert trainer.anchor_coeff == PUBLISHED_KL_COEFF
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions([{"goal_index": g} for g in (0, 0, 1, 1)])
+    stored, completion = batch["behaviour_log_softmax"], batch["completion_ids"]
+    assert stored.shape == (4 * 6, 4, 256) and stored.dtype == torch.float32
+    policy = trainer.policy
+    input_ids = torch.cat([batch["prompt_ids"], completion], 1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+
+    def categorical():
+        return action_log_probs(policy, input_ids, attention, batch["pixel_values"], 4, return_log_softmax=True)[2]
+
+    with torch.no_grad():
+        torch.testing.assert_close(categorical(), stored, atol=1e-4, rtol=1e-4)  # the acting policy's, whole
+        bins = int(policy.action_token_ids[0]) - completion
+        torch.testing.assert_close(stored.gather(-1, bins[..., None])[..., 0], batch["old_per_token_logps"])
+        for name, param in policy.named_parameters():  # the policy moves after acting
+            if name.startswith("lm_head"):
+                param.add_(0.3 * torch.randn_like(param))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    anchored = trainer._compute_loss(trainer.model, batch).detach()
+    trainer.anchor_coeff = 0.0
+    plain = trainer._compute_loss(trainer.model, batch).detach()
+    with torch.no_grad():
+        current = categorical()
+    behaviour = torch.distributions.Categorical(logits=stored)
+    expected = torch.distributions.kl_divergence(behaviour, torch.distributions.Categorical(logits=current)).mean()
+    assert expected > 1e-3  # the policy really moved: a KL to its own recomputation would be 0
+    torch.testing.assert_close(anchored - plain, PUBLISHED_KL_COEFF * expected, rtol=1e-4, atol=1e-7)
+    trainer._flush_gipo_metrics("train")
+    assert trainer._metrics["train"]["gipo/behaviour_kl"] == [pytest.approx(float(expected), rel=1e-4)]
+    # the anchor at 0: GIPO's loss as before, the core's term with TRL's dapo aggregation (token sum / tokens)
+    log_probs = current.gather(-1, bins[..., None])[..., 0]
+    core = gipo_objective(log_probs, batch["old_per_token_logps"], batch["advantages"][:, None],
+                          batch["completion_mask"], reduction="sum")  # fmt: skip
+    torch.testing.assert_close(plain, core.loss / batch["num_items_in_batch"], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.gpu
