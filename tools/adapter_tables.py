@@ -28,16 +28,32 @@ PAGE = ROOT / "docs" / "adapters.md"
 
 WHY = {
     "objective": 'TRL selects losses with `loss_type`; `loss_type="gipo"` routes the loss through the core, '
-    "`gipo_objective` picks the registered objective there.",
+    "`gipo_objective` picks the registered objective there; verl selects them with `policy_loss.loss_mode`: "
+    "`gipo` routes through the core, `policy_loss.objective` picks the objective.",
     "sigma": "TRL prefixes an algorithm's settings (its own SAPO's are `sapo_temperature_*`).",
     "sigma_neg_ratio": "as `sigma`.",
     "kernel": "as `sigma`.",
     "clip_epsilon": "each framework already has PPO's clip range under its own name: ClipPPOLoss's "
-    "`clip_epsilon`, RLlib's `clip_param`, TRL's `epsilon` / `epsilon_high` (TRL's own loss types).",
+    "`clip_epsilon`, RLlib's `clip_param`, TRL's `epsilon` / `epsilon_high` (TRL's own loss types), verl's "
+    "`clip_ratio_low` / `clip_ratio_high`.",
     "sapo_tau_pos": 'TRL has its own SAPO loss (`loss_type="sapo"`, `sapo_temperature_*`); the core\'s is '
-    'reached through `gipo_objective="sapo"` and `gipo_objective_kwargs`.',
+    'reached through `gipo_objective="sapo"` and `gipo_objective_kwargs`. verl has SAPO\'s temperatures as its '
+    "actor's `tau_pos` / `tau_neg` (for its own `sapo` loss), and the core's SAPO reads them.",
     "sapo_tau_neg": "as `sapo_tau_pos`.",
 }
+
+
+VERL_NAMES = {"clip_epsilon": ("clip_ratio_low", "clip_ratio_high"), "sapo_tau_pos": ("tau_pos",),
+              "sapo_tau_neg": ("tau_neg",)}  # fmt: skip
+"""`gipo_plugins.verl.config.VERL_NAMES`, restated: verl cannot be imported beside the other adapters (its own
+environment); `tests/verl/test_verl_config.py` checks that the two agree."""
+
+
+def verl(core: str) -> str:
+    """A core setting's key in verl, under `actor_rollout_ref.actor.`."""
+    if core in VERL_NAMES:
+        return ", ".join(f"`{name}`" for name in VERL_NAMES[core]) + " (verl's)"
+    return f"`policy_loss.{core}`"
 
 
 def settings_rows() -> list[list[str]]:
@@ -53,11 +69,12 @@ def settings_rows() -> list[list[str]]:
         return f'`gipo_objective_kwargs["{core}"]`'
 
     rows = [["objective", "`PolicyObjective(name)`", "`objective`", "`objective`",
-             "`loss_type=\"gipo\"` + `gipo_objective`", WHY["objective"]]]  # fmt: skip
+             "`loss_type=\"gipo\"` + `gipo_objective`", "`policy_loss.loss_mode=gipo` + `policy_loss.objective`",
+             WHY["objective"]]]  # fmt: skip
     for core, hp in all_hyperparameters().items():
         torchrl = "`clip_epsilon` (ClipPPOLoss's)" if core == "clip_epsilon" else f"`{core}`"
         rows.append([f"{hp.help} (default `{hp.default!r}`)", f"`{core}`", torchrl, f"`{rllib_name(core)}`",
-                     trl(core), WHY.get(core, "")])  # fmt: skip
+                     trl(core), verl(core), WHY.get(core, "")])  # fmt: skip
     rows.append([
         "KL penalty: the anchor β·KL(π_behaviour ‖ π_θ) (default `None`: the published 0.1 with GIPO, 0 for a "
         "baseline; an explicit value gives both arms of an A/B the same anchor)",
@@ -72,18 +89,22 @@ def settings_rows() -> list[list[str]]:
         "k3 per token from `old_per_token_logps` (0 when TRL stores none, i.e. on-policy). VLA: exact over the 256 "
         "action tokens of each dimension, from the categorical stored when the episode was acted. Next to it, "
         "TRL's `beta`: KL to a frozen reference model, a different term (the VLA trainer requires 0)",
+        "`policy_loss.behaviour_kl_coeff` (default `None`: 0.1 with `objective=gipo`, 0 otherwise): k3 per token "
+        "from the old log-probs; verl's `use_kl_loss` / `kl_loss_coef` stay its KL to the reference model",
         "each framework's own KL term keeps its name and meaning; the anchor is added under one name where the "
         "framework has no KL to the behaviour policy (TorchRL's `kl_coeff` already is one; TRL prefixes `gipo_`).",
     ])  # fmt: skip
     rows.append(["data checks", "`set_check_mode(\"async\")` or `(\"strict\")`", "the same, global", "the same, global",
-                 "the same, global", "one setting for the process"])  # fmt: skip
+                 "the same, global", "the same, global", "one setting for the process"])  # fmt: skip
     return rows
 
 
 def diagnostics_rows() -> list[list[str]]:
     from gipo_plugins.diagnostics import METRIC_KEYS
 
-    return [[f"`{k}`", f"`{k}`", f"`learners/<module_id>/{k}`", f"`gipo/{k}`"] for k in METRIC_KEYS]
+    return [
+        [f"`{k}`", f"`{k}`", f"`learners/<module_id>/{k}`", f"`gipo/{k}`", f"`actor/gipo/{k}`"] for k in METRIC_KEYS
+    ]
 
 
 def _error(call: Callable[[], object]) -> str:
@@ -242,20 +263,23 @@ def render() -> str:
         "## Settings",
         "",
         _table(["setting", "core", "TorchRL `GIPOLoss`", "RLlib `GIPOConfig` / `AGIPOConfig`", "TRL / VLA `GIPOConfig`",
-                "why a name differs"], settings_rows()),
+                "verl `GIPOPolicyLossConfig` (under `actor_rollout_ref.actor.`)", "why a name differs"],
+               settings_rows()),
         "",
         "## Diagnostics",
         "",
         "Computed by `gipo_plugins.utilization_metrics` on the device (no host sync), logged by each framework's "
         "own logger: TorchRL's loss outputs (its loggers, TensorBoard/W&B/CSV), RLlib's metrics logger (result dict, "
-        "TensorBoard), TRL's `_metrics` (its `report_to` integrations).",
+        "TensorBoard), TRL's `_metrics` (its `report_to` integrations), verl's actor metrics (its trackers).",
         "",
-        _table(["core key", "TorchRL output key", "RLlib result key", "TRL / VLA log key"], diagnostics_rows()),
+        _table(["core key", "TorchRL output key", "RLlib result key", "TRL / VLA log key", "verl metric key"],
+               diagnostics_rows()),
         "",
         "## Bad input → the error you see",
         "",
         "Each row was produced by running the input through the entry point named (data checks in the default "
-        "`\"async\"` mode, on the CPU).",
+        "`\"async\"` mode, on the CPU). verl's adapter runs in an environment of its own, so its errors are not "
+        "in this table: `tests/verl/test_verl_config.py` pins them.",
         "",
         _table(["adapter", "input", "error"], error_rows()),
         "",

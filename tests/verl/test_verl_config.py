@@ -195,3 +195,17 @@ def test_bypass_mode_on_the_policy_loss_config_is_rejected():
     config = actor_config(policy_loss=PolicyLossConfig(loss_mode="gipo", rollout_correction=bypass))
     with pytest.raises(ValueError, match=r"policy_loss.rollout_correction.bypass_mode=true replaces"):
         run_loss(get_policy_loss_fn("gipo"), batch(), config, "token-mean", weights=False)
+
+
+def test_the_settings_tables_verl_names_are_the_adapters():
+    """docs/adapters.md is generated in the main environment, where verl cannot be imported: its restated map agrees."""
+    import importlib.util
+    from pathlib import Path
+
+    from gipo_plugins.verl.config import VERL_NAMES
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "adapter_tables.py"
+    spec = importlib.util.spec_from_file_location("adapter_tables", path)
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert dict(VERL_NAMES) == tables.VERL_NAMES
