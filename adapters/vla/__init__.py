@@ -9,8 +9,10 @@ default; otherwise export it yourself.
 - `actions` — OpenVLA's prompt, q01/q99 statistics and 256-bin action tokenizer;
 - `tiny_openvla` — the project's tiny OpenVLA (`TinyOpenVLAForActionPrediction`,
   `TinyOpenVLAProcessor`), trained on a CPU;
-- `openvla` — OpenVLA's published checkpoint format (`load_openvla`,
-  `OpenVLAForActionPrediction`, `OpenVLAProcessor`) on transformers modules, no remote code;
+- OpenVLA's published checkpoint format on transformers modules, no remote code, one job a file as
+  transformers lays out a model: `configuration_openvla` (`OpenVLAConfig`), `modeling_openvla`
+  (`OpenVLAForActionPrediction`, `load_openvla`), `processing_openvla` (`OpenVLAProcessor`) and
+  `conversion_openvla` (published ↔ transformers weight names, reading and writing the checkpoint files);
 - `recipe` — acting, evaluation and the tiny model's SFT recipe (`sft_checkpoint`);
 - `trainer` — `VLAGIPOConfig`, `VLAGIPOTrainer`: GIPO (or any TRL loss) on Meta-World episodes.
 
@@ -26,8 +28,10 @@ if "mujoco" not in _sys.modules:  # before gipo_plugins.metaworld imports Meta-W
     _os.environ.setdefault("MUJOCO_GL", "egl")
 
 from gipo_plugins.vla.actions import ActionTokenizer, compute_statistics, normalize, unnormalize
-from gipo_plugins.vla.openvla import OpenVLAConfig, OpenVLAForActionPrediction, OpenVLAProcessor, load_openvla
+from gipo_plugins.vla.configuration_openvla import OpenVLAConfig
+from gipo_plugins.vla.modeling_openvla import OpenVLAForActionPrediction, load_openvla
 from gipo_plugins.vla.policy import VLAPolicy, VLAProcessor, action_log_probs, sample_action_tokens
+from gipo_plugins.vla.processing_openvla import OpenVLAProcessor
 from gipo_plugins.vla.recipe import act, evaluate_success, sft_checkpoint
 from gipo_plugins.vla.tiny_openvla import TinyOpenVLAConfig, TinyOpenVLAForActionPrediction, TinyOpenVLAProcessor
 from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset, step_advantages

@@ -10,7 +10,7 @@ Architecture (OpenVLA's Prismatic model, built from transformers blocks):
 Text is OpenVLA's prompt and actions are OpenVLA's tokens (`gipo_plugins.vla.actions`); Meta-World
 actions are 4-D (xyz + gripper).
 
-What differs from a published OpenVLA checkpoint (for those, see `gipo_plugins.vla.openvla`):
+What differs from a published OpenVLA checkpoint (for those, see `gipo_plugins.vla.modeling_openvla`):
 
 - **proprioception**: the robot state (hand and goal position) is given as state tokens between
   the patches and the prompt, discretised with the same 256 bins and its own q01/q99 statistics

@@ -16,8 +16,9 @@ from transformers import AutoModelForCausalLM
 from vla_helpers import DEPTH, IMAGE_SIZE, NORM_STATS, PATCH, published_tensors
 
 from gipo_plugins.vla.actions import PROMPT
-from gipo_plugins.vla.openvla import OpenVLAForActionPrediction, OpenVLAProcessor, load_openvla
+from gipo_plugins.vla.modeling_openvla import OpenVLAForActionPrediction, load_openvla
 from gipo_plugins.vla.policy import action_log_probs, decode_actions, sample_action_tokens
+from gipo_plugins.vla.processing_openvla import OpenVLAProcessor
 from gipo_plugins.vla.trainer import VLAGIPOConfig, VLAGIPOTrainer, goal_dataset
 
 
@@ -77,7 +78,7 @@ def test_save_pretrained_writes_the_published_layout_back_exactly(published_vla,
 def test_loader_rejects_foreign_or_incomplete_checkpoints(published_vla, tmp_path):
     from safetensors.torch import save_file
 
-    from gipo_plugins.vla.openvla import OpenVLAConfig
+    from gipo_plugins.vla.configuration_openvla import OpenVLAConfig
 
     folder = Path(published_vla)
     for name in ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"):
