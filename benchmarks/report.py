@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where a report writes: its pages and CSVs (`docs`) and its figures (`img`); the docs site's by default."""
+
+    docs: Path = field(default_factory=lambda: DOCS)
+    img: Path = field(default_factory=lambda: IMG)
 
 
 def _cell(value: object, digits: int) -> str:
@@ -31,13 +41,15 @@ def verdict(ratio: float, best: float, target: float | None) -> str:
 
 
 def write_report(name: str, title: str, description: str, rows: list[dict], headers: dict[str, str],
-                 *, digits: int = 3, footer: str = "") -> Path:  # fmt: skip
+                 *, digits: int = 3, footer: str = "", docs: Path | None = None) -> Path:  # fmt: skip
     """CSV of `rows` (all keys) and a markdown page: title, description, a table of `headers`' columns.
 
-    `headers` maps row keys to column titles, in table order. Returns the markdown path.
+    `headers` maps row keys to column titles, in table order; `docs` is the folder (default `DOCS`).
+    Returns the markdown path.
     """
-    DOCS.mkdir(parents=True, exist_ok=True)
-    with open(DOCS / f"{name}.csv", "w", newline="") as f:
+    docs = DOCS if docs is None else docs
+    docs.mkdir(parents=True, exist_ok=True)
+    with open(docs / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
@@ -45,7 +57,7 @@ def write_report(name: str, title: str, description: str, rows: list[dict], head
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(_cell(row[key], digits) for key in headers) + " |" for row in rows]
     lines += ["", footer] if footer else []
-    page = DOCS / f"{name}.md"
+    page = docs / f"{name}.md"
     page.write_text("\n".join(lines) + "\n")
     print(page.read_text())
     return page

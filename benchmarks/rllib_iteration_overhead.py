@@ -43,7 +43,8 @@ from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from benchmarks.report import verdict, write_report
-from gipo_plugins.rllib import AGIPOConfig, GIPOConfig, register_metaworld_envs
+from gipo_plugins.rllib import AGIPOConfig, GIPOConfig
+from gipo_plugins.rllib.recipe import metaworld_config
 
 TARGETS = {("PPO", "learner update, same batch"): 1.05, ("PPO", "iteration"): 1.02, ("APPO", "iteration"): 1.03}
 """Targets on the CPU-time ratios."""
@@ -82,11 +83,9 @@ def paused(pattern: str | None):
 
 
 def configure(config, args, appo: bool):
-    config = (
-        config.environment(f"metaworld/{args.task}", env_config={"max_episode_steps": 200, "seed": 0})
-        .env_runners(num_env_runners=0, rollout_fragment_length=50 if appo else "auto")
-        .debugging(seed=0)
-    )
+    """The Meta-World recipe (`gipo_plugins.rllib.recipe`) with local sampling and no evaluation or success metric."""
+    config = metaworld_config(config, args.task, seed=0, max_episode_steps=200, env_runners=0,
+                              rollout_fragment_length=50 if appo else "auto", track_success=False)  # fmt: skip
     if appo:
         return (
             config.learners(num_learners=0)
@@ -162,7 +161,6 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    register_metaworld_envs([args.task])
     temp_dir = tempfile.mkdtemp(prefix="rbench")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     pairs = {

@@ -14,12 +14,22 @@ sampling, and 3 seeds × 20 evaluation goals could not separate the losses. This
   episodes) with a 95 % bootstrap interval of the mean difference;
 - **A/B**: `gipo` (σ = 1) against TRL's `dapo` (token-level PPO clipping, ε = 0.2 / 0.28).
 
-Each run is `examples/vla_metaworld.py` in its own process. Finished runs are skipped, and the
-`full` preset keeps each run's summary, gzipped, in `benchmarks/vla_posttrain_results/full/`
-(tracked), so the A/B can span sessions; `--report-only` writes the page from the runs finished so
-far (it says when seeds are missing).
+The anchor (`--behaviour-kl-coeff`, the trainer's `gipo_behaviour_kl_coeff`: β·KL(π_behaviour ‖ π_θ),
+exact over the action tokens) is set explicitly in every preset. `full` and `smoke` ran before the
+trainer had it and keep it at 0, so a resumed run is the same experiment; `anchored` (issue 24's run
+set 3) is `full` with β = 0.1 in both arms — the published method's anchor — and reports to its own
+page, `docs/benchmarks/vla_metaworld_anchored.md`.
+
+Each run is `examples/vla_metaworld.py` in its own process, run by the study runner
+(`benchmarks.runner`): a Ray task per run (`--workers` at a time here, or a cluster with
+`--address`) in a temp folder that exists only in its worker, with a copy of the shared SFT
+checkpoint (built once on the driver, sent through Ray); the summary comes back through Ray. Finished
+runs are skipped, and the reporting presets keep each run's summary, gzipped, in
+`benchmarks/vla_posttrain_results/<preset>/` (tracked), so the A/B can span sessions; `--report-only`
+writes the page from the runs finished so far (it says when seeds are missing).
 The `full` preset writes `docs/benchmarks/vla_metaworld.{csv,md}` and `docs/img/vla_metaworld_*.png`;
-`smoke` runs the same machinery end to end in about 1.5 CPU-minutes and writes nothing under docs.
+`smoke` runs the same machinery end to end in about 1.5 CPU-minutes and writes nothing under docs
+(its results and page stay in `runs/vla_posttrain/smoke/`).
 Cost of `full` (measured on this 2-core CPU, one thread per run): ≈ 24 CPU-s per batch of episodes with
 its 8 passes, ≈ 130 CPU-s per 50-goal evaluation, ≈ 11 CPU-minutes per run (15 batches, evaluations
 after 60 and 120 steps), ≈ 3.6 CPU-hours for the 20 runs (≈ 1.8 h on two free cores):
@@ -28,26 +38,28 @@ after 60 and 120 steps), ≈ 3.6 CPU-hours for the 20 runs (≈ 1.8 h on two fre
 python -m benchmarks.vla_posttrain --preset smoke
 python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
 python -m benchmarks.vla_posttrain --preset full --report-only   # the page from the runs finished so far
+python -m benchmarks.vla_posttrain --preset anchored --workers 2 # run set 3: the same A/B, anchor 0.1 in both arms
 ```
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import gzip
 import json
 import math
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from benchmarks.metaworld_stale.aggregate import MIN_PAIRS, mean_with_ci, pairs_needed
-from benchmarks.report import present_mean, write_report
+from benchmarks import runner
+from benchmarks.report import Pages, present_mean, write_report
+from benchmarks.stats import MIN_PAIRS, mean_with_ci, pairs_needed
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
@@ -66,21 +78,39 @@ class Preset:
     seeds: tuple[int, ...]
     example_args: tuple[str, ...]
     report: bool
+    page: str = "vla_metaworld"
+    """Base name of the report under `docs/benchmarks/` (and of its figure under `docs/img/`)."""
+    title: str = "Stale VLA post-training on Meta-World from pixels"
+
+    @property
+    def anchor(self) -> float:
+        """The anchor coefficient β both arms run with (`--behaviour-kl-coeff`, which every preset sets)."""
+        return float(self.example_args[self.example_args.index("--behaviour-kl-coeff") + 1])
 
 
+_FULL_ARGS = (
+    "--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6",
+    "--num-iterations", "8", "--max-steps", "120", "--episodes-per-step", "8", "--num-generations", "4",
+    "--horizon", "60", "--lr", "3e-4", "--eval-goals", "50", "--eval-every", "60", "--eval-horizon", "100",
+)  # fmt: skip
 PRESETS = {
     "full": Preset(
         ("gipo", "dapo"), tuple(range(10)),
-        ("--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6",
-         "--num-iterations", "8", "--max-steps", "120", "--episodes-per-step", "8", "--num-generations", "4",
-         "--horizon", "60", "--lr", "3e-4", "--eval-goals", "50", "--eval-every", "60", "--eval-horizon", "100"),
+        (*_FULL_ARGS, "--behaviour-kl-coeff", "0.0"),  # as run: before the anchor existed
         report=True,
+    ),
+    "anchored": Preset(  # issue 24, run set 3: the committed stale A/B with the published anchor in both arms
+        ("gipo", "dapo"), tuple(range(10)),
+        (*_FULL_ARGS, "--behaviour-kl-coeff", "0.1"),
+        report=True, page="vla_metaworld_anchored",
+        title="Stale VLA post-training on Meta-World from pixels, anchor 0.1 in both arms",
     ),
     "smoke": Preset(
         ("gipo", "dapo"), (0, 1),
         ("--checkpoint", "runs/vla_smoke/sft", "--demo-episodes", "3", "--sft-epochs", "1",
          "--num-iterations", "4", "--max-steps", "4", "--episodes-per-step", "4", "--num-generations", "2",
-         "--horizon", "5", "--lr", "1e-3", "--eval-goals", "2", "--eval-every", "0", "--eval-horizon", "10"),
+         "--horizon", "5", "--lr", "1e-3", "--eval-goals", "2", "--eval-every", "0", "--eval-horizon", "10",
+         "--behaviour-kl-coeff", "0.0"),
         report=False,
     ),
 }  # fmt: skip
@@ -102,19 +132,76 @@ def finished(loss_type: str, seed: int, logdir: Path, kept: Path | None) -> dict
     return json.loads(summary.read_text()) if summary.exists() else None
 
 
-def run(loss_type: str, seed: int, logdir: Path, example_args: list[str], kept: Path | None = None) -> dict:
-    """One post-training run (skipped when it has finished); returns the example's summary, kept in `kept`."""
-    name = f"{loss_type}_seed{seed}"
-    result = finished(loss_type, seed, logdir, kept)
-    if result is None:
-        cmd = [sys.executable, str(ROOT / "examples/vla_metaworld.py"), "--loss-type", loss_type, "--seed", str(seed),
-               "--logdir", str(logdir), "--run-name", name, *example_args]  # fmt: skip
-        print("running:", " ".join(cmd[1:]), flush=True)
-        with open(logdir / f"{name}.log", "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        result = finished(loss_type, seed, logdir, kept)
-    print(f"{name}: {result['sft_success']:.2f} -> {result['final_success']:.2f}", flush=True)
-    return result
+class Run(NamedTuple):
+    """One post-training run: a loss and a seed."""
+
+    loss_type: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss_type}_seed{self.seed}"
+
+
+def runs_of(preset: Preset) -> list[Run]:
+    """The preset's runs, seed-major (a sweep cut short has whole pairs)."""
+    return [Run(loss, seed) for seed in preset.seeds for loss in preset.loss_types]
+
+
+def _checkpoint(preset: Preset) -> str:
+    return preset.example_args[preset.example_args.index("--checkpoint") + 1]
+
+
+def prepare(preset_name: str, preset: Preset) -> dict[str, bytes]:
+    """On the driver: build (and evaluate) the shared SFT checkpoint once if it is missing; returns its files
+    (relative path → bytes), which reach every run through Ray."""
+    checkpoint = ROOT / _checkpoint(preset)
+    if not (checkpoint / "config.json").exists():
+        command = [sys.executable, str(ROOT / "examples/vla_metaworld.py"), *preset.example_args, "--threads", "1"]
+        subprocess.run([*command, "--sft-only"], check=True, cwd=ROOT)
+    return {str(f.relative_to(checkpoint)): f.read_bytes() for f in sorted(checkpoint.rglob("*")) if f.is_file()}
+
+
+def execute(context: runner.RunContext) -> dict:
+    """One post-training run in the worker's temp folder, from its copy of the SFT checkpoint; returns the summary.
+
+    A relative `--checkpoint` is materialised at that path under the temp folder (the run's working directory),
+    so the summary's arguments read as the preset's.
+    """
+    run, preset = context.run, context.preset
+    checkpoint = context.workdir / _checkpoint(preset)
+    for name, data in context.shared.items():
+        (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint / name).write_bytes(data)
+    command = [sys.executable, str(ROOT / "examples/vla_metaworld.py"), "--loss-type", run.loss_type,
+               "--seed", str(run.seed), "--logdir", str(context.workdir), "--run-name", run.name,
+               *preset.example_args, "--threads", "1"]  # fmt: skip
+    context.call(command, cwd=context.workdir)
+    return json.loads((context.workdir / f"{run.name}.json").read_text())
+
+
+def describe(summary: dict) -> str:
+    return f"success {summary['sft_success']:.2f} (SFT) -> {summary['final_success']:.2f}"
+
+
+def _report(preset_name: str, preset: Preset, summaries: dict, pages: Pages, command: str | None = None) -> Path:
+    return report(preset, list(summaries.values()), command or f"python -m benchmarks.vla_posttrain --preset "
+                  f"{preset_name}", pages)  # fmt: skip
+
+
+STUDY = runner.Study(
+    name="vla_posttrain",
+    presets=PRESETS,
+    runs=runs_of,
+    run=execute,
+    report=_report,
+    store=lambda preset_name: RESULTS / preset_name,
+    workdir=lambda preset_name: ROOT / "runs" / "vla_posttrain" / preset_name,
+    describe=describe,
+    prepare=prepare,
+    smoke=tuple(name for name, preset in PRESETS.items() if not preset.report),
+    workers=2,
+)
 
 
 def staleness(result: dict) -> dict[str, float]:
@@ -202,7 +289,7 @@ def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def drift_note(rows: list[dict]) -> list[str]:
+def drift_note(rows: list[dict], anchor: float = 0.0) -> list[str]:
     r"""How far GIPO's policy moved from the acting one against each clipped loss, and the gradient weight left there.
 
     At $\sigma = 1$ a token with positive advantage keeps the gradient weight $w \cdot r = \exp(\ell - \ell^2/2)$
@@ -222,18 +309,26 @@ def drift_note(rows: list[dict]) -> list[str]:
             f"{gipo['log_ratio_abs_p95_max']:.1f}) against {loss}'s {row['log_ratio_abs_p95']:.2f}. At σ = 1 a token "
             f"with positive advantage still has the gradient weight $w \\cdot r = \\exp(\\ell - \\ell^2/2)$ = "
             f"{math.exp(ell - ell**2 / 2):.2f} at $\\ell$ = {ell:.2f}, where {loss}'s clip has stopped it: GIPO has "
-            "no hard trust region, and reusing each batch for many passes with no KL term lets that weight carry the "
-            "policy far from the one that acted. A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound "
-            "it; this A/B does not test them."
+            + (
+                f"no hard trust region; here both arms ran with the anchor β = {anchor:g} · KL(π_behaviour ‖ π_θ), "
+                "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; this A/B does not "
+                "test it."
+                if anchor > 0
+                else "no hard trust region, and reusing each batch for many passes with no KL term lets that weight "
+                "carry the policy far from the one that acted. A smaller σ (AcceRL's demo uses 0.5) or a KL penalty "
+                "would bound it; this A/B does not test them."
+            )
         )
     return lines
 
 
-def report(preset: Preset, results: list[dict], command: str) -> Path:
-    """Write `docs/benchmarks/vla_metaworld.{csv,md}` and the figure."""
+def report(preset: Preset, results: list[dict], command: str, pages: Pages | None = None) -> Path:
+    """Write `docs/benchmarks/<preset.page>.{csv,md}` and the figure (or into `pages`)."""
     loss_types = list(preset.loss_types)
     rows, pairs = summarize(results, loss_types)
-    image = IMG / "vla_metaworld_stale.png"
+    img = IMG if pages is None else pages.img
+    img.mkdir(parents=True, exist_ok=True)
+    image = img / f"{preset.page}_stale.png"
     plot(results, loss_types, image)
     args = results[0]["args"]
     lines = []
@@ -249,14 +344,13 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
             if p["pairs_needed"] and p["mean_difference"] != 0:
                 line += f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"
         lines.append(line)
-    lines += drift_note(rows)
+    lines += drift_note(rows, preset.anchor)
     seeds = sorted({r["seed"] for r in results})
     partial = len(seeds) < len(preset.seeds)
     description = (
         (
             f"**Partial: {len(seeds)} of the preset's {len(preset.seeds)} seeds per loss have run** (seeds "
-            f"{', '.join(map(str, seeds))}); `python -m benchmarks.vla_posttrain --preset full` resumes and adds the "
-            "rest.\n\n"
+            f"{', '.join(map(str, seeds))}); `{command.split(' --seeds')[0]}` resumes and adds the rest.\n\n"
             if partial
             else ""
         )
@@ -266,54 +360,44 @@ def report(preset: Preset, results: list[dict], command: str) -> Path:
         f"steps), each batch reused for **{args['num_iterations']} passes** (stale). Success = greedy policy solved "
         f"at the last of {args['eval_horizon']} steps, on {args['eval_goals']} goals; seeds are post-training seeds. "
         "Dead fraction: GIPO's tokens with $w < 10^{-3}$; dapo's clipped tokens. Binding steps: fraction of "
-        "optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = 1$.\n\n"
-        f"![curves](../img/{image.name})"
+        "optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = 1$."
+        + (
+            f" Both arms add the anchor **β = {preset.anchor:g} · KL(π_behaviour ‖ π_θ)**, exact over the 256 action "
+            "tokens of each dimension from the categorical stored when the episode was acted "
+            "(`gipo_behaviour_kl_coeff`)."
+            if preset.anchor > 0
+            else ""
+        )
+        + f"\n\n![curves](../img/{image.name})"
     )
     return write_report(
-        "vla_metaworld", "Stale VLA post-training on Meta-World from pixels", description, rows,
+        preset.page, preset.title, description, rows,
         {"loss_type": "loss", "seeds": "seeds", "sft_success": "SFT", "final_mean": "after (mean)",
          "final_ci_low": "CI low", "final_ci_high": "CI high", "gain_points": "gain (points)",
          "log_ratio_abs_p95": "abs log r p95", "log_ratio_abs_p95_max": "p95 max", "binding_steps": "binding steps",
          "dead_fraction": "dead fraction", "minutes_per_run": "min/run"},
-        footer="\n".join(lines),
+        footer="\n".join(lines), docs=None if pages is None else pages.docs,
     )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    p = runner.parser(STUDY, __doc__.split("\n\n")[0], default_preset="full")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--logdir", type=Path, default=None, help="default: runs/vla_posttrain/<preset>")
-    p.add_argument("--report-only", action="store_true", help="report the finished runs (resumable), run nothing")
-    args, extra = p.parse_known_args(argv)
+    p.add_argument("--logdir", dest="workdir", type=Path, help="the work folder (as --workdir)")
+    args, extra = p.parse_known_args(argv)  # extra: the example's own options (results then stay in the work folder)
     preset = PRESETS[args.preset]
-    seeds = tuple(args.seeds) if args.seeds else preset.seeds
-    logdir = args.logdir or ROOT / "runs" / "vla_posttrain" / args.preset
-    logdir.mkdir(parents=True, exist_ok=True)
-    kept = RESULTS / args.preset if preset.report else None
-    command = f"python -m benchmarks.vla_posttrain --preset {args.preset}" + (f" --seeds {' '.join(map(str, seeds))}"
-                                                                             if args.seeds else "")  # fmt: skip
-    if args.report_only:
-        done = [finished(loss, seed, logdir, kept) for seed in seeds for loss in preset.loss_types]
-        results = [r for r in done if r is not None]
-        report(preset, results, command)
-        return results
-    example_args = [*preset.example_args, "--threads", "1", *extra]
-    checkpoint = ROOT / example_args[example_args.index("--checkpoint") + 1]
-    if not (checkpoint / "config.json").exists():  # build (and evaluate) the shared SFT checkpoint once, first
-        run_args = [*example_args, "--sft-only"]
-        subprocess.run([sys.executable, str(ROOT / "examples/vla_metaworld.py"), *run_args], check=True, cwd=ROOT)
-    jobs = [(loss, seed) for seed in seeds for loss in preset.loss_types]
-    with ThreadPoolExecutor(args.workers) as pool:
-        results = list(pool.map(lambda job: run(*job, logdir, example_args, kept), jobs))
-    rows, pairs = summarize(results, list(preset.loss_types))
-    for row in [*rows, *pairs]:
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    if preset.report:
-        report(preset, results, command)
-    return results
+    if args.seeds:
+        preset = replace(preset, seeds=tuple(args.seeds))  # a subset of the preset's runs: the same store
+    if extra:
+        preset = replace(preset, example_args=(*preset.example_args, *extra))
+    command = f"python -m benchmarks.vla_posttrain --preset {args.preset}"
+    if args.seeds:
+        command += f" --seeds {' '.join(map(str, preset.seeds))}"
+    study = replace(STUDY, report=functools.partial(_report, command=command))
+    return list(runner.main(study, args, preset=preset, tracked=not extra).values())
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks import vla_posttrain  # the importable module: Ray sends its functions by name
+
+    vla_posttrain.main()

@@ -1,7 +1,9 @@
 """GIPO vs RLlib's own PPO / APPO on a Meta-World task, with staleness knobs.
 
-The RLlib configs are stock ones; the GIPO versions differ in the import and the config class
-(`PPOConfig` → `GIPOConfig`, `APPOConfig` → `AGIPOConfig`). Staleness knobs:
+The RLlib configs are stock ones, set up for Meta-World by the adapter's recipe
+(`gipo_plugins.rllib.recipe.metaworld_config`, shared with the RLlib benchmarks); the GIPO versions
+differ in the import and the config class (`PPOConfig` → `GIPOConfig`, `APPOConfig` → `AGIPOConfig`).
+Staleness knobs:
 
 - `--algo ppo`: `--num-epochs` / `--minibatch` (how often each sample of a batch is reused, mild
   lag) and `--policy-lag K` (env runners act with the learner's weights from K iterations ago, so the
@@ -36,7 +38,8 @@ from ray.rllib.algorithms.appo import APPO, APPOConfig
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
 
-from gipo_plugins.rllib import AGIPO, GIPO, AGIPOConfig, GIPOConfig, MetaWorldSuccess, register_metaworld_envs
+from gipo_plugins.rllib import AGIPO, GIPO, AGIPOConfig, GIPOConfig
+from gipo_plugins.rllib.recipe import metaworld_config
 
 ALGORITHMS = {  # --algo: (stock config, stock algorithm), (GIPO config, GIPO algorithm)
     "ppo": ((PPOConfig, PPO), (GIPOConfig, GIPO)),
@@ -59,8 +62,9 @@ class PolicyLag:
         self.env_runner_group.foreach_env_runner(lambda runner: runner.set_state(stale))
 
 
-def build(args: argparse.Namespace, stock: bool):
-    (config_cls, algo_cls) = ALGORITHMS[args.algo][0 if stock else 1]
+def configure(args: argparse.Namespace, stock: bool):
+    """The run's config: the Meta-World recipe (`gipo_plugins.rllib.recipe`) on the stock or the GIPO config class."""
+    config_cls = ALGORITHMS[args.algo][0 if stock else 1][0]
     kl_coeff = args.kl_coeff if args.kl_coeff is not None else (0.2 if args.algo == "ppo" else 0.0)
     common = {"lr": args.lr, "gamma": 0.99, "entropy_coeff": 0.0, "train_batch_size_per_learner": args.train_batch}
     common |= {"use_kl_loss": kl_coeff > 0, "kl_coeff": kl_coeff}
@@ -74,27 +78,27 @@ def build(args: argparse.Namespace, stock: bool):
             "target_network_update_freq": args.target_update_freq,
         }
     gipo = {} if stock else {"objective": args.objective, "sigma": args.sigma}
-    env_config = {"max_episode_steps": args.max_episode_steps, "seed": args.seed, "reward_scale": args.reward_scale}
-    config = (
-        config_cls()
-        .environment(f"metaworld/{args.task}", env_config=env_config)
-        .env_runners(num_env_runners=args.env_runners, rollout_fragment_length="auto" if args.algo == "ppo" else 50)
-        .training(**common, **specific, **gipo)
-        .callbacks(MetaWorldSuccess)
-        .evaluation(
-            evaluation_interval=None,
-            evaluation_num_env_runners=1,
-            evaluation_duration=args.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_config=config_cls.overrides(explore=False, env_config=env_config | {"seed": args.seed + 10_000}),
-        )
-        .debugging(seed=args.seed)
+    return metaworld_config(
+        config_cls(),
+        args.task,
+        seed=args.seed,
+        max_episode_steps=args.max_episode_steps,
+        reward_scale=args.reward_scale,
+        env_runners=args.env_runners,
+        rollout_fragment_length="auto" if args.algo == "ppo" else 50,
+        eval_episodes=args.eval_episodes,
+        min_iteration_s=args.min_iteration_s if args.algo == "appo" else None,
+        **common,
+        **specific,
+        **gipo,
     )
-    if args.algo == "appo":
-        config.reporting(min_time_s_per_iteration=args.min_iteration_s)
+
+
+def build(args: argparse.Namespace, stock: bool):
+    algo_cls = ALGORITHMS[args.algo][0 if stock else 1][1]
     if args.algo == "ppo" and args.policy_lag:
         algo_cls = type(f"Lagged{algo_cls.__name__}", (PolicyLag, algo_cls), {"policy_lag": args.policy_lag})
-    return algo_cls(config=config)
+    return algo_cls(config=configure(args, stock))
 
 
 def eval_success(algo) -> float:
@@ -198,7 +202,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = parse_args(argv)
-    register_metaworld_envs([args.task])
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():  # runners + evaluation runner + (APPO) remote learner + driver
         ray.init(num_cpus=args.env_runners + 3, include_dashboard=False, log_to_driver=False)

@@ -12,6 +12,10 @@ point, so registration happens on import.
 >>> algo = AGIPOConfig().environment("CartPole-v1").training(sigma=1.0).build_algo()
 ```
 
+Meta-World: `register_metaworld_envs` registers the tasks, and the recipe
+(`gipo_plugins.rllib.recipe.metaworld_config`, exported here) sets any of these configs up for a task
+the way the example and the RLlib benchmarks do.
+
 Needs the `[rllib]` extra; Meta-World envs (`register_metaworld_envs`) need `[metaworld]`.
 """
 
@@ -22,6 +26,7 @@ from gipo_plugins.rllib.agipo import AGIPO, AGIPOConfig, AGIPOTorchLearner
 from gipo_plugins.rllib.envs import MetaWorldSuccess, register_metaworld_envs
 from gipo_plugins.rllib.gipo import GIPO, GIPOConfig, GIPOTorchLearner
 from gipo_plugins.rllib.learner import GIPOLearnerMixin
+from gipo_plugins.rllib.recipe import metaworld_config
 from gipo_plugins.rllib.settings import GIPOSettings
 
 ALGORITHMS = {"GIPO": GIPO, "AGIPO": AGIPO}
@@ -53,6 +58,7 @@ __all__ = [
     "GIPOSettings",
     "GIPOTorchLearner",
     "MetaWorldSuccess",
+    "metaworld_config",
     "register",
     "register_metaworld_envs",
 ]

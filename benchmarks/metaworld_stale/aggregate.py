@@ -7,11 +7,11 @@ Per run (greedy-policy evaluations every `eval_every` iterations on the same see
   solved from the first step).
 
 Per (regime, variant) and per task, the scores are aggregated over tasks × seeds with the
-interquartile mean (the 25 % trimmed mean) and a stratified bootstrap: `scipy.stats.bootstrap`
-with one sample per task, so seeds are resampled within each task (rliable's scheme; rliable itself
-does not import with pandas 3, its `arch` dependency fails). GIPO against PPO-clip is also compared
-*paired* (same task, same seed): the mean of the per-pair differences with a bootstrap CI.
-Unfinished runs are left out and counted in the report.
+interquartile mean and a stratified bootstrap (`benchmarks.stats`). GIPO against PPO-clip is also
+compared *paired* (same task, same seed): the mean of the per-pair differences with a bootstrap CI.
+Unfinished runs are left out and counted in the report. The summaries come from the study's results
+store (`benchmarks.metaworld_stale.sweep`, through `benchmarks.runner`); this module only scores
+them and writes the tables and plots.
 """
 
 from __future__ import annotations
@@ -25,17 +25,13 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from scipy import stats
 
-from benchmarks.report import DOCS, write_report
+from benchmarks import report as site
+from benchmarks.report import Pages, write_report
+from benchmarks.stats import MIN_PAIRS, REPS, interval, iqm_with_ci, paired, steps_to_reach
 
-ROOT = Path(__file__).resolve().parents[2]
-IMG = ROOT / "docs" / "img"
 COLORS = {"gipo": "tab:blue", "gipo_neg0.5": "tab:cyan", "ppo_clip": "tab:red", "sapo": "tab:green", "is": "tab:gray"}
-REPS = 2000
 FINAL_FRACTION = 0.2
-MIN_PAIRS = 6
-"""Fewest paired runs for which the report gives a bootstrap interval and a verdict."""
 PAPER = {"gipo": 0.730, "ppo_clip": 0.180}  # IQM, 8 tasks x 10 seeds x 500k, stale regime (reported, not verified)
 
 
@@ -64,67 +60,6 @@ def auc(summary: dict) -> float:
     """Area under the greedy success curve (trapezoids between evaluations) / the budget."""
     steps, success = evaluations(summary)
     return float(np.sum((success[1:] + success[:-1]) / 2 * np.diff(steps)) / summary["steps"])
-
-
-def iqm(*per_task: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Interquartile mean of all scores (the 25 % trimmed mean), over the tasks' samples together."""
-    return stats.trim_mean(np.concatenate(per_task, axis=axis), 0.25, axis=axis)
-
-
-def iqm_with_ci(per_task: list[np.ndarray], seed: int = 0) -> tuple[float, float, float]:
-    """IQM of per-task score arrays (one score per seed) and its 95 % stratified-bootstrap percentile interval."""
-    per_task = tuple(np.asarray(t, dtype=float) for t in per_task)
-    point = float(iqm(*per_task))
-    if min(len(t) for t in per_task) < 2:  # a task with one seed: no interval
-        return point, float("nan"), float("nan")
-    if np.ptp(np.concatenate(per_task)) == 0:  # nothing to resample
-        return point, point, point
-    ci = stats.bootstrap(per_task, iqm, n_resamples=REPS, method="percentile", rng=np.random.default_rng(seed))
-    return point, float(ci.confidence_interval.low), float(ci.confidence_interval.high)
-
-
-def _interval(row: dict, score: str) -> str:
-    """`[low, high]` of a row's 95 % interval for `score`, or a note when there is none (one seed per task)."""
-    low, high = row[f"{score}_low"], row[f"{score}_high"]
-    return "(no interval yet: a task with one seed)" if np.isnan(low) else f"[{low:.2f}, {high:.2f}]"
-
-
-def mean_with_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap interval (paired differences; no interval from one pair)."""
-    if len(values) < 2:
-        return float(np.mean(values)), float("nan"), float("nan")
-    if np.ptp(values) == 0:
-        return float(np.mean(values)), float(np.mean(values)), float(np.mean(values))
-    ci = stats.bootstrap((values,), np.mean, n_resamples=REPS, method="percentile", rng=np.random.default_rng(seed))
-    return float(np.mean(values)), float(ci.confidence_interval.low), float(ci.confidence_interval.high)
-
-
-def pairs_needed(differences: np.ndarray) -> int:
-    """Paired runs a 95 % interval would need to exclude 0 at this mean difference and spread.
-
-    $n = \\lceil (1.96\\, s_d / |\\bar d|)^2 \\rceil$ (normal approximation; $s_d$ the sample standard deviation).
-    """
-    mean, spread = abs(float(np.mean(differences))), float(np.std(differences, ddof=1))
-    return int(np.ceil((1.96 * spread / mean) ** 2)) if mean > 0 and spread > 0 else len(differences)
-
-
-def steps_to_reach(steps: np.ndarray, curve: np.ndarray, level: float) -> float:
-    """First env step at which `curve` reaches `level` (linear interpolation); `nan` if never."""
-    above = np.nonzero(curve >= level)[0]
-    if len(above) == 0:
-        return float("nan")
-    i = above[0]
-    if i == 0:
-        return float(steps[0])
-    s0, s1, c0, c1 = steps[i - 1], steps[i], curve[i - 1], curve[i]
-    return float(s0 + (level - c0) / (c1 - c0) * (s1 - s0))
-
-
-def load(runs: list, results: Path) -> dict:
-    """The finished runs' kept summaries (unfinished ones are skipped)."""
-    from benchmarks.metaworld_stale.sweep import load_summary
-
-    return {run: load_summary(results, run) for run in runs if (results / f"{run.name}.json.gz").exists()}
 
 
 def _groups(summaries: dict) -> dict[tuple[str, str], dict]:
@@ -166,11 +101,15 @@ PROVENANCE = {  # runs made by an earlier revision of the recipe: same protocol 
 }
 
 
-def write(preset_name: str, preset, runs: list, results: Path) -> Path:
-    """Write `docs/benchmarks/metaworld_stale{,_runs}.csv`, the markdown page and the PNGs."""
-    summaries = load(runs, results)
+def write(preset_name: str, preset, summaries: dict, pages: Pages | None = None) -> Path:
+    """Write `metaworld_stale{,_runs}.csv`, the markdown page and the PNGs from the finished runs' summaries.
+
+    `summaries` maps finished runs (`sweep.Run`) to their summaries; `pages` is where (the docs site by default).
+    """
+    pages = pages or Pages()
     if not summaries:
-        raise SystemExit(f"no finished run in {results}; run the sweep first")
+        raise SystemExit("no finished run yet; run the sweep first")
+    total = len(preset.seeds) * sum(len(block.tasks) * len(block.variants) for block in preset.blocks)
     seeds = list(preset.seeds)
     groups = _groups(summaries)
     per_run, rows = [], []
@@ -180,8 +119,8 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
                         "seed": run.seed, "final_success": round(final_success(summary), 4),
                         "auc": round(auc(summary), 4), "last_eval": float(success[-1]),
                         "wall_seconds": summary["wall_seconds"]})  # fmt: skip
-    DOCS.mkdir(parents=True, exist_ok=True)
-    with open(DOCS / "metaworld_stale_runs.csv", "w", newline="") as f:
+    pages.docs.mkdir(parents=True, exist_ok=True)
+    with open(pages.docs / "metaworld_stale_runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(per_run[0]))
         writer.writeheader()
         writer.writerows(per_run)
@@ -215,11 +154,12 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
                     "log_ratio_p95": late_mean("log_ratio_abs_p95"),
                     "final_return": float(np.mean(np.concatenate(_scores(group["runs"], tasks, seeds, final_return)))),
                 })  # fmt: skip
-    _plot_curves(preset, groups)
-    _plot_tasks(preset, groups)
-    _plot_diagnostics(preset, groups)
-    missing = len(runs) - len(summaries)
-    status = f"all {len(runs)} runs finished" if not missing else f"{len(summaries)} of {len(runs)} runs finished"
+    pages.img.mkdir(parents=True, exist_ok=True)
+    _plot_curves(preset, groups, pages.img)
+    _plot_tasks(preset, groups, pages.img)
+    _plot_diagnostics(preset, groups, pages.img)
+    missing = total - len(summaries)
+    status = f"all {total} runs finished" if not missing else f"{len(summaries)} of {total} runs finished"
     command = f"python -m benchmarks.metaworld_stale.sweep --preset {preset_name}"
     description = (
         f"Made by `{command}` ({status}; seeds {seeds}; {preset.total_steps:,} env steps per run; "
@@ -237,7 +177,7 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
         + (
             " The RLlib APPO row (asynchronous runners, circular-buffer reuse) has its own page: "
             "[metaworld_stale_rllib_appo.md](metaworld_stale_rllib_appo.md)."
-            if (DOCS / "metaworld_stale_rllib_appo.md").exists()
+            if (site.DOCS / "metaworld_stale_rllib_appo.md").exists()  # the docs site's page
             else ""
         )
         + "\n\n![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
@@ -258,6 +198,7 @@ def write(preset_name: str, preset, runs: list, results: Path) -> Path:
         headers,
         digits=2,
         footer=findings(preset, groups, rows),
+        docs=pages.docs,
     )
 
 
@@ -269,18 +210,16 @@ def _paired_lines(gipo: dict, other: dict, label: str, tasks: int) -> list[str]:
     pairs = sorted(set(gipo) & set(other))
     lines = []
     for name, score in (("final success", final_success), ("AUC", auc)):
-        diff = np.array([score(gipo[k]) - score(other[k]) for k in pairs])
-        mean, low, high = mean_with_ci(diff)
-        if len(diff) < MIN_PAIRS:
-            lines.append(f"- Paired {name} difference GIPO − {label}: {mean:+.2f} over {len(diff)} pair(s): "
+        d = paired([score(gipo[k]) - score(other[k]) for k in pairs])
+        if not d.enough:
+            lines.append(f"- Paired {name} difference GIPO − {label}: {d.mean:+.2f} over {d.pairs} pair(s): "
                          f"too few for an interval (a verdict needs ≥ {MIN_PAIRS}).")  # fmt: skip
             continue
-        verdict = "GIPO ahead" if low > 0 else f"{label} ahead" if high < 0 else "no significant difference"
-        line = f"- Paired {name} difference GIPO − {label}: {mean:+.2f} [{low:+.2f}, {high:+.2f}] → {verdict}."
-        if verdict == "no significant difference" and abs(mean) > 0:
-            needed = pairs_needed(diff)
-            line += (f" At this spread, a 95 % interval excluding 0 would take about {needed} paired runs "
-                     f"(~{int(np.ceil(needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
+        verdict = {1: "GIPO ahead", -1: f"{label} ahead", 0: "no significant difference"}[d.sign]
+        line = f"- Paired {name} difference GIPO − {label}: {d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] → {verdict}."
+        if not d.sign and abs(d.mean) > 0:
+            line += (f" At this spread, a 95 % interval excluding 0 would take about {d.needed} paired runs "
+                     f"(~{int(np.ceil(d.needed / tasks))} seeds × {tasks} tasks).")  # fmt: skip
         lines.append(line)
     return lines
 
@@ -306,19 +245,12 @@ def _staleness_lines(preset, groups: dict) -> list[str]:
             continue
         s_iqm, s_low, s_high = iqm_with_ci(_scores(stale["runs"], list(tasks), seeds, final_success))
         f_iqm, f_low, f_high = iqm_with_ci(_scores(fresh["runs"], list(tasks), seeds, final_success))
-        diff = np.array([final_success(stale["runs"][k]) - final_success(fresh["runs"][k]) for k in pairs])
-        mean, low, high = mean_with_ci(diff)
+        d = paired([final_success(stale["runs"][k]) - final_success(fresh["runs"][k]) for k in pairs])
         label = {"gipo": "GIPO", "ppo_clip": "PPO-clip"}.get(variant, LABELS.get(variant, variant))
-        verdict = (
-            "the stale replay helps"
-            if low > 0
-            else "the stale replay hurts"
-            if high < 0
-            else "no significant difference"
-        )
+        verdict = {1: "the stale replay helps", -1: "the stale replay hurts", 0: "no significant difference"}[d.sign]
         lines.append(f"- {label}: final success IQM {s_iqm:.2f} [{s_low:.2f}, {s_high:.2f}] stale vs {f_iqm:.2f} "
-                     f"[{f_low:.2f}, {f_high:.2f}] fresh; paired stale − fresh {mean:+.2f} [{low:+.2f}, "
-                     f"{high:+.2f}] over {len(pairs)} runs → {verdict}.")  # fmt: skip
+                     f"[{f_low:.2f}, {f_high:.2f}] fresh; paired stale − fresh {d.mean:+.2f} [{d.low:+.2f}, "
+                     f"{d.high:+.2f}] over {d.pairs} runs → {verdict}.")  # fmt: skip
     if not lines:
         return []
     return [f"### Stale against fresh ({', '.join(tasks)})", "",
@@ -327,6 +259,11 @@ def _staleness_lines(preset, groups: dict) -> list[str]:
             "fresh one only in the iteration that collected it, in the stale one spread over ~40 iterations, while "
             "the policy moves away from the one that acted.", "",
             *lines, ""]  # fmt: skip
+
+
+def _interval(row: dict, score: str) -> str:
+    """A row's 95 % interval for `score` (`benchmarks.stats.interval`)."""
+    return interval(row[f"{score}_low"], row[f"{score}_high"])
 
 
 def findings(preset, groups: dict, rows: list[dict]) -> str:
@@ -411,7 +348,7 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
     return "\n".join(lines + _staleness_lines(preset, groups))
 
 
-def _plot_curves(preset, groups: dict) -> None:
+def _plot_curves(preset, groups: dict, img: Path) -> None:
     regimes = {r: tv for r, tv in preset.regimes().items() if any(g[0] == r for g in groups)}  # regimes with runs
     fig, axes = plt.subplots(2, len(regimes), figsize=(5.5 * len(regimes), 7), squeeze=False)
     for j, (regime, (_, variants)) in enumerate(regimes.items()):
@@ -432,11 +369,11 @@ def _plot_curves(preset, groups: dict) -> None:
             ax.grid(alpha=0.3)
         axes[0, j].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(IMG / "metaworld_stale_curves.png", dpi=110)
+    fig.savefig(img / "metaworld_stale_curves.png", dpi=110)
     plt.close(fig)
 
 
-def _plot_tasks(preset, groups: dict) -> None:
+def _plot_tasks(preset, groups: dict, img: Path) -> None:
     regime = preset.blocks[0].regime
     tasks, variants = preset.regimes()[regime]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.3), squeeze=False)
@@ -453,11 +390,11 @@ def _plot_tasks(preset, groups: dict) -> None:
     axes[0, 0].set_ylabel("greedy success")
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(IMG / "metaworld_stale_tasks.png", dpi=110)
+    fig.savefig(img / "metaworld_stale_tasks.png", dpi=110)
     plt.close(fig)
 
 
-def _plot_diagnostics(preset, groups: dict) -> None:
+def _plot_diagnostics(preset, groups: dict, img: Path) -> None:
     regime = preset.blocks[0].regime  # the stale regime
     _, variants = preset.regimes()[regime]
     panels = (
@@ -481,5 +418,5 @@ def _plot_diagnostics(preset, groups: dict) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(IMG / "metaworld_stale_diagnostics.png", dpi=110)
+    fig.savefig(img / "metaworld_stale_diagnostics.png", dpi=110)
     plt.close(fig)

@@ -4,12 +4,15 @@ Reads the kept summaries of `benchmarks.metaworld_stale.rllib_appo` and writes
 `docs/benchmarks/<page>.{csv,md}` and `docs/img/<page>.png`, `<page>` = `page_name(preset)`
 (`metaworld_stale_rllib_appo` for `small`, `metaworld_stale_rllib_appo_<preset>` for the others),
 scored as the TorchRL sweep is (`benchmarks.metaworld_stale.aggregate`: final greedy success and
-AUC, IQM over tasks × seeds with stratified-bootstrap 95 % CIs, paired differences). APPO's
+AUC; `benchmarks.stats`: IQM over tasks × seeds with stratified-bootstrap 95 % CIs, paired
+differences). APPO's
 iterations end at different env steps in every run (its env runners sample asynchronously), so the
 curves are interpolated onto the evaluation grid before they are averaged.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -18,8 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmarks.metaworld_stale import aggregate
-from benchmarks.metaworld_stale.aggregate import auc, final_success, iqm_with_ci
-from benchmarks.report import present_mean, write_report
+from benchmarks.metaworld_stale.aggregate import auc, final_success
+from benchmarks.report import IMG, present_mean, write_report
+from benchmarks.stats import iqm_with_ci
 
 LABELS = {"gipo": "AGIPO (gipo)", "ppo_clip": "APPO (ppo_clip)"}
 COLORS = {"gipo": "tab:blue", "ppo_clip": "tab:red"}
@@ -95,8 +99,12 @@ def plot(preset, groups: dict[str, dict], path) -> None:
     plt.close(fig)
 
 
-def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict], img_dir) -> None:
-    """Write the page, its CSV and the figure from finished runs keyed by (task, variant, seed)."""
+def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict], img_dir=None, docs=None) -> None:
+    """Write the page, its CSV and the figure from finished runs keyed by (task, variant, seed).
+
+    The figure goes to `img_dir`, the page and CSV to `docs` (default: the docs site's folders).
+    """
+    img_dir = IMG if img_dir is None else img_dir
     if not summaries:
         raise SystemExit("no finished APPO run kept yet; run the sweep first")
     seeds, tasks = list(preset.seeds), list(preset.tasks)
@@ -123,7 +131,8 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                 "lag_max": max(v["lag_max"] for v in mine),
             })  # fmt: skip
     name = page_name(preset_name)
-    plot(preset, groups, img_dir / f"{name}.png")
+    Path(img_dir).mkdir(parents=True, exist_ok=True)
+    plot(preset, groups, Path(img_dir) / f"{name}.png")
     lines = ["## What this run shows (computed from the numbers above)", ""]
     if {"gipo", "ppo_clip"} <= set(groups):
         lines += aggregate._paired_lines(groups["gipo"], groups["ppo_clip"], "APPO", len(tasks))
@@ -169,4 +178,4 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         "log_ratio_p95": "abs log r p95", "ess": "ESS", "final_return": "final return",
     }  # fmt: skip
     write_report(name, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
-                 digits=2, footer="\n".join(lines))  # fmt: skip
+                 digits=2, footer="\n".join(lines), docs=docs)  # fmt: skip

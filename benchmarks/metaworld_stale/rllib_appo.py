@@ -4,7 +4,8 @@ Stale data the way RLlib users meet it: asynchronous env runners act with older 
 circular buffer keeps `buffer_batches` train batches and reuses each up to `buffer_iterations` times,
 so the learner trains on batches many updates old (the policy lag is logged per iteration). Both
 variants are the same `AGIPOConfig`; only `objective` differs (`ppo_clip` is APPO's own clipped
-surrogate, so that row is stock APPO). Settings, per run: 2 remote env runners, train batch 500 of
+surrogate, so that row is stock APPO), set up by the adapter's Meta-World recipe
+(`gipo_plugins.rllib.recipe.metaworld_config`). Settings, per run: 2 remote env runners, train batch 500 of
 50-step fragments, a 16 × 20 circular buffer, the target network updated every
 `0.125 × 16 × 20 × 500` trained steps, Meta-World rewards × 0.001 (as the TorchRL recipe), lr 3e-4,
 no entropy bonus, no KL penalty (APPO's default), 500-step episodes, greedy evaluations every 12 500
@@ -13,11 +14,15 @@ for both variants, at APPO's default `kl_coeff` 1.0 and `kl_target` 0.01: in `sm
 drifts away from the target network (|log r| p95 far above σ, falling entropy and return) with nothing
 to pull it back, and the KL loss is RLlib's own anchor (each preset has its own page and results).
 
-Resumable: each finished run's summary is kept, gzipped, in
-`benchmarks/metaworld_stale/results/rllib_appo_<preset>/` (tracked) and never rerun; each run is its
-own process with its own Ray instance (own temp dir), `--workers` at a time. When the runs are done
-(or with `--report-only`, from what has finished) `benchmarks.metaworld_stale.appo_report` writes
-`docs/benchmarks/metaworld_stale_rllib_appo.{csv,md}` and its figure. A summary has the TorchRL
+Runs go through the study runner (`benchmarks.runner`): one Ray task per run (`--workers` at a time
+here, or on a cluster with `--address`), each run its own process with its own Ray instance (own temp
+dir) in a temp folder that exists only in the worker; the summary comes back through Ray and is kept,
+gzipped, in `benchmarks/metaworld_stale/results/rllib_appo_<preset>/` (tracked) and never rerun (the
+log tail, with the progress printed at each evaluation, in `runs/metaworld_stale/rllib_appo_<preset>/`).
+When the runs are done (or with `--report-only`, from what has finished)
+`benchmarks.metaworld_stale.appo_report` writes `docs/benchmarks/metaworld_stale_rllib_appo.{csv,md}`
+and its figure (the smoke preset: in its work folder). `--run TASK VARIANT SEED` runs one in this
+process and writes `<workdir>/<run>.json` (what each task runs). A summary has the TorchRL
 sweep's shape (`steps`, `final_eval_success`, `history` rows with `steps` and, at evaluations,
 `eval_success`; `config.steps_per_iteration` is 0 because evaluation rows carry the env steps at which
 they ran), so `benchmarks.metaworld_stale.aggregate` can read it, plus per iteration: train success and
@@ -38,12 +43,10 @@ the driver), so the 12 runs of a preset take ~1.5 h.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +54,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmarks.metaworld_stale.sweep import keep_finished, load_summary
+from benchmarks import runner
+from benchmarks.metaworld_stale import appo_report
+from benchmarks.report import Pages
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "metaworld_stale" / "results"
-IMG = ROOT / "docs" / "img"
 VARIANTS = ("gipo", "ppo_clip")
+MODULE = __spec__.name if __spec__ else __name__
+"""This module, as `python -m` runs it (a run's process)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,8 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
     import ray
     import torch
 
-    from gipo_plugins.rllib import AGIPOConfig, MetaWorldSuccess, register_metaworld_envs
+    from gipo_plugins.rllib import AGIPOConfig
+    from gipo_plugins.rllib.recipe import metaworld_config
 
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -162,23 +169,17 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
         log_to_driver=False,
         _temp_dir=temp_dir,
     )
-    register_metaworld_envs([task])
-    env_config = {"max_episode_steps": preset.max_episode_steps, "seed": seed, "reward_scale": preset.reward_scale}
-    config = (
-        AGIPOConfig()
-        .environment(f"metaworld/{task}", env_config=env_config)
-        .env_runners(num_env_runners=preset.env_runners, rollout_fragment_length=50)
-        .training(**training_settings(preset, variant))
-        .callbacks(MetaWorldSuccess)
-        .evaluation(
-            evaluation_interval=None,
-            evaluation_num_env_runners=1,
-            evaluation_duration=preset.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_config=AGIPOConfig.overrides(explore=False, env_config=env_config | {"seed": seed + 10_000}),
-        )
-        .reporting(min_time_s_per_iteration=preset.min_iteration_s)
-        .debugging(seed=seed)
+    config = metaworld_config(
+        AGIPOConfig(),
+        task,
+        seed=seed,
+        max_episode_steps=preset.max_episode_steps,
+        reward_scale=preset.reward_scale,
+        env_runners=preset.env_runners,
+        rollout_fragment_length=50,
+        eval_episodes=preset.eval_episodes,
+        min_iteration_s=preset.min_iteration_s,
+        **training_settings(preset, variant),
     )
     algo = config.build_algo()
     start, steps, iteration = time.time(), 0, 0
@@ -229,83 +230,66 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
     return summary
 
 
-def sweep(preset_name: str, workdir: Path, results: Path, workers: int, total_steps: int | None = None) -> None:
-    """Run the missing runs of the preset, `workers` processes at a time, keeping each summary in `results`."""
-    preset = PRESETS[preset_name]
-    runs = runs_of(preset)
-    todo = keep_finished(runs, workdir, results)
-    finished = len(runs) - len(todo)
-    print(f"rllib_appo {preset_name}: {len(runs)} runs, {finished} finished, {len(todo)} to go (each run's "
-          f"progress, at its evaluations: {workdir}/<run>.log)", flush=True)  # fmt: skip
-    workdir.mkdir(parents=True, exist_ok=True)
-    running: dict[subprocess.Popen, tuple[str, float]] = {}
-    failed, done = [], 0
-    while todo or running:
-        while todo and len(running) < workers:
-            task, variant, seed = run = todo.pop(0)
-            name = run.name
-            cmd = [sys.executable, "-m", "benchmarks.metaworld_stale.rllib_appo", "--preset", preset_name,
-                   "--workdir", str(workdir), "--run", task, variant, str(seed),
-                   *(["--total-steps", str(total_steps)] if total_steps else [])]  # fmt: skip
-            with open(workdir / f"{name}.log", "w") as log:
-                running[subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)] = (run, time.time())
-        time.sleep(5)
-        for process in [p for p in running if p.poll() is not None]:
-            run, began = running.pop(process)
-            done += 1
-            if process.returncode or keep_finished([run], workdir, results):
-                failed.append(run.name)
-                print(f"[{done}] {run.name}: failed (log: {workdir / run.name}.log)", flush=True)
-            else:
-                summary = load_summary(results, run)
-                print(f"[{done}] {run.name}: final greedy success {summary['final_eval_success']:.2f} "
-                      f"({time.time() - began:.0f} s)", flush=True)  # fmt: skip
-    if failed:
-        raise SystemExit(f"{len(failed)} runs failed: {failed}")
+def execute(context: runner.RunContext) -> dict:
+    """One run as its own process (`--run`, which starts its own Ray instance) in the worker's temp folder; returns
+    the summary it wrote there."""
+    task, variant, seed = run = context.run
+    preset = context.preset
+    steps = [] if preset == PRESETS.get(context.preset_name) else ["--total-steps", str(preset.total_steps)]
+    context.call([sys.executable, "-m", MODULE, "--preset", context.preset_name, "--workdir", str(context.workdir),
+                  "--run", task, variant, str(seed), *steps])  # fmt: skip
+    return json.loads((context.workdir / f"{run.name}.json").read_text())
 
 
-def report(preset_name: str, workdir: Path, results: Path) -> None:
-    """Write the APPO page from the finished runs (kept ones, and any finished in `workdir` not kept yet)."""
-    from benchmarks.metaworld_stale import appo_report
+def cpus(preset: Preset) -> float:
+    """A run keeps its env runners, the learner reusing the buffer and its driver busy."""
+    return preset.env_runners + 1
 
-    runs = runs_of(PRESETS[preset_name])
-    missing = set(keep_finished(runs, workdir, results))
-    summaries = {tuple(r): load_summary(results, r) for r in runs if r not in missing}
-    appo_report.write(preset_name, PRESETS[preset_name], summaries, IMG)
+
+def describe(summary: dict) -> str:
+    return f"final greedy success {summary['final_eval_success']:.2f}; {summary['steps']:,} env steps"
+
+
+def report(preset_name: str, preset: Preset, summaries: dict, pages: Pages | None = None) -> None:
+    """Write the APPO page (`appo_report`) from the finished runs' summaries."""
+    pages = pages or Pages()
+    appo_report.write(preset_name, preset, summaries, pages.img, pages.docs)
+
+
+STUDY = runner.Study(
+    name="metaworld_stale.rllib_appo",
+    presets=PRESETS,
+    runs=runs_of,
+    run=execute,
+    report=report,
+    store=lambda preset_name: RESULTS / f"rllib_appo_{preset_name}",
+    workdir=lambda preset_name: ROOT / "runs" / "metaworld_stale" / f"rllib_appo_{preset_name}",
+    describe=describe,
+    cpus=cpus,
+    workers=1,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="small", choices=list(PRESETS))
-    p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/rllib_appo_<preset>")
-    p.add_argument("--workers", type=int, default=1, help="runs at a time (each uses ~3 cores while sampling)")
-    p.add_argument("--total-steps", type=int, default=None, help="override the preset's env-step budget")
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=None,
-        help="default: benchmarks/metaworld_stale/results/rllib_appo_<preset> (tracked; smoke: in workdir)",
-    )
+    p = runner.parser(STUDY, __doc__.split("\n\n")[0], default_preset="small")
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="override the preset's env-step budget (results and page: in the work folder)")  # fmt: skip
     p.add_argument("--run", nargs=3, metavar=("TASK", "VARIANT", "SEED"), help="run one in this process")
-    p.add_argument("--report-only", action="store_true", help="write the page from the finished runs, run nothing")
     args = p.parse_args(argv)
-    workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / f"rllib_appo_{args.preset}"
-    # smoke results stay in the (ignored) work folder: only real presets are tracked
-    results = args.results or (workdir / "kept" if args.preset == "smoke" else RESULTS / f"rllib_appo_{args.preset}")
     preset = PRESETS[args.preset]
     if args.total_steps:
         preset = replace(preset, total_steps=args.total_steps)
     if args.run:
         task, variant, seed = args.run
+        workdir = args.workdir or STUDY.workdir(args.preset)
         summary = run_one(task, variant, int(seed), preset, workdir)
         print(f"{run_name(task, variant, int(seed))}: final greedy success {summary['final_eval_success']:.2f}; "
               f"{summary['steps']} steps, {summary['wall_seconds']} s")  # fmt: skip
         return
-    if not args.report_only:
-        sweep(args.preset, workdir, results, args.workers, args.total_steps)
-    if args.preset != "smoke" or args.report_only:
-        report(args.preset, workdir, results)
+    runner.main(STUDY, args, preset=preset, tracked=preset == PRESETS[args.preset])
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.metaworld_stale import rllib_appo  # the importable module: Ray sends its functions by name
+
+    rllib_appo.main()

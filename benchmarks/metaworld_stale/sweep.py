@@ -11,13 +11,15 @@ env-step budget, seeds and settings; only the surrogate (and the regime) differ:
 Both: 500 env steps per iteration, 10 minibatches of 512 × 10 reuse steps, the actor stepping on
 the first reuse of each minibatch (10 actor and 100 critic steps per iteration), exact KL 0.1.
 
-Runs are spread over the cores (or a cluster, `--address`) with Ray tasks, one process and one
-torch thread per run; logs, TensorBoard/CSV scalars and checkpoints go to the work folder
-(`runs/metaworld_stale/<preset>`, ignored by git). Each finished run's summary (config and
-per-iteration history) is also kept, gzipped, in `benchmarks/metaworld_stale/results/<preset>/`
-(tracked: the report is rebuilt from it). Resumable: a run with a kept summary is never rerun; a
-killed sweep continues with the runs that are missing. `--report-only` aggregates what has
-finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*`:
+Runs go through the study runner (`benchmarks.runner`): Ray tasks on this machine's cores (or a
+cluster, `--address`), one process and one torch thread per run, each in a temp folder of its own
+(its TensorBoard/CSV scalars and checkpoint go with the folder); the summary (config and
+per-iteration history) comes back through Ray and is kept, gzipped, in
+`benchmarks/metaworld_stale/results/<preset>/` (tracked: the report is rebuilt from it), the log
+tail in `runs/metaworld_stale/<preset>/` (ignored by git). Resumable: a run with a kept summary is
+never rerun; a killed sweep continues with the runs that are missing. `--report-only` aggregates
+what has finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*`;
+the smoke preset keeps its results and page in its work folder:
 
 ```
 python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
@@ -28,17 +30,13 @@ python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # agg
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
-import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ray
+from benchmarks import runner
+from benchmarks.metaworld_stale import aggregate
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -175,89 +173,46 @@ def results_dir(preset_name: str) -> Path:
     return RESULTS / preset_name
 
 
-def keep_finished(runs: list[Run], workdir: Path, results: Path) -> list[Run]:
-    """Copy finished summaries from the work folder into `results` (gzipped); return the runs still missing."""
-    results.mkdir(parents=True, exist_ok=True)
-    missing = []
-    for run in runs:
-        kept, fresh = results / f"{run.name}.json.gz", workdir / f"{run.name}.json"
-        if not kept.exists() and fresh.exists():
-            kept.write_bytes(gzip.compress(fresh.read_bytes(), mtime=0))
-        if not kept.exists():
-            missing.append(run)
-    return missing
+def execute(context: runner.RunContext) -> dict:
+    """One run of the recipe, in the worker's temp folder; returns the summary the recipe wrote there."""
+    run = context.run
+    context.call(run.command(context.preset, context.workdir), cwd=context.workdir)  # the installed package
+    return json.loads((context.workdir / f"{run.name}.json").read_text())
 
 
-def load_summary(results: Path, run: Run) -> dict:
-    return json.loads(gzip.decompress((results / f"{run.name}.json.gz").read_bytes()))
+def describe(summary: dict) -> str:
+    return f"final greedy success {summary['final_eval_success']:.2f}"
 
 
-@ray.remote(num_cpus=1)
-def execute(command: list[str], log_path: str) -> tuple[int, float]:
-    """Run one recipe process in the work folder (so it imports the installed package, whatever the caller's cwd)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    start = time.time()
-    with open(log_path, "w") as log:
-        run = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(log_path).parent)
-    return run.returncode, time.time() - start
+STUDY = runner.Study(
+    name="metaworld_stale.sweep",
+    presets=PRESETS,
+    runs=runs_of,
+    run=execute,
+    report=aggregate.write,
+    store=results_dir,
+    workdir=lambda preset_name: ROOT / "runs" / "metaworld_stale" / preset_name,
+    describe=describe,
+    workers=2,
+)
 
 
 def sweep(preset_name: str, workdir: Path, workers: int, address: str | None, results: Path | None = None) -> list[Run]:
-    """Launch the missing runs of `preset_name` and wait for them; returns the preset's runs."""
-    preset = PRESETS[preset_name]
-    results = results or results_dir(preset_name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    runs = runs_of(preset)
-    todo = keep_finished(runs, workdir, results)
-    print(f"{preset_name}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to go", flush=True)
-    if not todo:
-        return runs
-    owns_ray = not ray.is_initialized()  # inside a program that already runs Ray, use its cluster
-    if owns_ray:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False)
-    pending = {execute.remote(r.command(preset, workdir), str(workdir / f"{r.name}.log")): r for r in todo}
-    failed, start = [], time.time()
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        run, (code, seconds) = pending.pop(ref), ray.get(ref)
-        if code:
-            failed.append(run.name)
-        done = len(todo) - len(pending)
-        eta = (time.time() - start) / done * len(pending)
-        result = {} if code or keep_finished([run], workdir, results) else load_summary(results, run)
-        score = f"final greedy success {result['final_eval_success']:.2f}" if result else "failed"
-        print(f"[{done}/{len(todo)}] {run.name}: {score} ({seconds:.0f} s; ~{eta / 60:.0f} min left)", flush=True)
-    if owns_ray:
-        ray.shutdown()
+    """Run the missing runs of `preset_name` (results in `results`, default the preset's store); returns its runs."""
+    results = results or runner.places(STUDY, preset_name).results
+    runs = runs_of(PRESETS[preset_name])
+    _, failed = runner.execute(STUDY, preset_name, runs, results, workdir, workers=workers, address=address)
     if failed:
-        raise SystemExit(f"{len(failed)} runs failed (logs in {workdir}): {failed}")
+        raise SystemExit(f"{len(failed)} runs failed (logs in {workdir}): {[run.name for run in failed]}")
     return runs
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="small", choices=list(PRESETS))
-    p.add_argument("--workers", type=int, default=2, help="parallel runs on this machine (one core each)")
-    p.add_argument("--address", default=None, help="Ray cluster address, e.g. 'auto' (workdir must be shared)")
-    p.add_argument("--workdir", type=Path, default=None, help="default: runs/metaworld_stale/<preset>")
-    p.add_argument("--results", type=Path, default=None, help="default: benchmarks/metaworld_stale/results/<preset>")
-    p.add_argument("--report-only", action="store_true", help="aggregate finished runs, launch nothing")
-    p.add_argument("--no-report", action="store_true", help="run, but do not write docs/benchmarks")
-    args = p.parse_args(argv)
-    workdir = args.workdir or ROOT / "runs" / "metaworld_stale" / args.preset
-    # smoke results stay in the (ignored) work folder: only real presets are tracked
-    results = args.results or (workdir / "kept" if args.preset == "smoke" else results_dir(args.preset))
-    if args.report_only:
-        runs = runs_of(PRESETS[args.preset])
-        keep_finished(runs, workdir, results)
-    else:
-        runs = sweep(args.preset, workdir, args.workers, args.address, results)
-    if not args.no_report:
-        from benchmarks.metaworld_stale.aggregate import write
-
-        write(args.preset, PRESETS[args.preset], runs, results)
+    p = runner.parser(STUDY, __doc__.split("\n\n")[0], default_preset="small")
+    runner.main(STUDY, p.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.metaworld_stale import sweep  # the importable module: Ray sends its functions by name
+
+    sweep.main()

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
-import benchmarks.report
+from benchmarks import runner, stats
 from benchmarks.metaworld_stale import aggregate, sweep
+from benchmarks.report import Pages
 
 
-def test_smoke_sweep_runs_every_combination_resumes_and_reports(tmp_path, capsys, monkeypatch):
+def test_smoke_sweep_runs_every_combination_through_the_runner_resumes_and_reports(tmp_path, capsys):
     kept = tmp_path / "results"
     runs = sweep.sweep("smoke", tmp_path, workers=2, address=None, results=kept)
     assert {(r.regime, r.variant) for r in runs} == {("stale", "gipo"), ("stale", "ppo_clip"), ("fresh", "gipo")}
-    results = {r.name: kept / f"{r.name}.json.gz" for r in runs}
+    results = {r.name: runner.stored_path(kept, r) for r in runs}
     for run in runs:
-        summary = sweep.load_summary(kept, run)
-        assert summary == json.loads((tmp_path / f"{run.name}.json").read_text())
+        summary = runner.load(kept, run)  # came back through Ray: the recipe wrote it in a worker-only folder
+        assert not (tmp_path / f"{run.name}.json").exists() and (tmp_path / f"{run.name}.log").exists()
         assert summary["steps"] == 600 and summary["config"]["objective"] == sweep.VARIANTS[run.variant][1]
         assert summary["config"]["buffer_size"] == int(sweep.REGIMES[run.regime][1])
         assert 0.0 <= aggregate.final_success(summary) <= 1.0 and 0.0 <= aggregate.auc(summary) <= 1.0
@@ -27,23 +26,20 @@ def test_smoke_sweep_runs_every_combination_resumes_and_reports(tmp_path, capsys
     # a "killed" sweep: one result is missing; the others must be kept, not recomputed
     killed = runs[1]
     results[killed.name].unlink()
-    (tmp_path / f"{killed.name}.json").unlink()
     untouched = {n: p.stat().st_mtime_ns for n, p in results.items() if n != killed.name}
     capsys.readouterr()
     sweep.sweep("smoke", tmp_path, workers=1, address=None, results=kept)
-    assert "2 already finished, 1 to go" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 runs, 2 stored" in out and "1 to go" in out
     assert results[killed.name].exists()
     assert {n: results[n].stat().st_mtime_ns for n in untouched} == untouched
 
     # the report, written to a scratch docs folder
-    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path / "docs")
-    monkeypatch.setattr(aggregate, "DOCS", tmp_path / "docs")
-    monkeypatch.setattr(aggregate, "IMG", tmp_path)
-    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runs, kept).read_text()
+    pages = Pages(tmp_path / "docs", tmp_path / "img")
+    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runner.stored(runs, kept), pages).read_text()
     assert "| stale | gipo | all |" in page and "Paired final success difference" in page
-    assert (tmp_path / "metaworld_stale_curves.png").exists() and (
-        tmp_path / "docs" / "metaworld_stale_runs.csv"
-    ).exists()
+    assert (tmp_path / "img" / "metaworld_stale_curves.png").exists()
+    assert (tmp_path / "docs" / "metaworld_stale_runs.csv").exists()
 
 
 def test_runs_come_block_by_block_and_seed_by_seed():
@@ -58,11 +54,11 @@ def test_runs_come_block_by_block_and_seed_by_seed():
 
 def test_iqm_is_the_quarter_trimmed_mean_and_the_bootstrap_is_stratified_by_task():
     per_task = [np.zeros(3), np.ones(3)]  # tasks differ, seeds within a task agree
-    assert aggregate.iqm_with_ci(per_task) == (0.5, 0.5, 0.5)  # resampling seeds within tasks changes nothing
+    assert stats.iqm_with_ci(per_task) == (0.5, 0.5, 0.5)  # resampling seeds within tasks changes nothing
     rng = np.random.default_rng(0)
     per_task = [rng.uniform(size=5), rng.uniform(size=5), rng.uniform(size=3)]  # unfinished seeds: ragged
-    point, low, high = aggregate.iqm_with_ci(per_task)
-    assert point == pytest.approx(stats.trim_mean(np.concatenate(per_task), 0.25))
+    point, low, high = stats.iqm_with_ci(per_task)
+    assert point == pytest.approx(scipy_stats.trim_mean(np.concatenate(per_task), 0.25))
     assert low < point < high
 
 
@@ -78,8 +74,8 @@ def test_final_success_and_auc():
     assert list(steps) == [0, 500, 1000, 2000]
     area = (0.0 + 0.2) / 2 * 500 + (0.2 + 0.5) / 2 * 500 + (0.5 + 1.0) / 2 * 1000
     assert aggregate.auc(summary) == pytest.approx(area / 2000)
-    assert aggregate.steps_to_reach(steps, success, 0.35) == pytest.approx(750)
-    assert np.isnan(aggregate.steps_to_reach(steps, success, 1.1))
+    assert stats.steps_to_reach(steps, success, 0.35) == pytest.approx(750)
+    assert np.isnan(stats.steps_to_reach(steps, success, 1.1))
 
 
 def test_stale_against_fresh_pairs_runs_by_task_and_seed_on_the_fresh_tasks():

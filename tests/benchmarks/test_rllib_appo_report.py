@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-import benchmarks.report
+from benchmarks import runner
 from benchmarks.metaworld_stale import appo_report, rllib_appo
+from benchmarks.report import Pages
 
 
 def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, lag: float) -> dict:
@@ -30,8 +31,7 @@ def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, 
 
 
 @pytest.mark.parametrize("preset_name", ["small", "small_kl"])
-def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, monkeypatch, preset_name):
-    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
+def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, preset_name):
     preset = rllib_appo.PRESETS[preset_name]
     results = tmp_path / "kept"
     results.mkdir()
@@ -40,8 +40,8 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, mon
         summary = appo_summary(task, variant, seed, level, dead, lag=4.0 if variant == "gipo" else 5.0)
         name = rllib_appo.run_name(task, variant, seed)
         (results / f"{name}.json.gz").write_bytes(gzip.compress(json.dumps(summary).encode()))
-    monkeypatch.setattr(rllib_appo, "IMG", tmp_path)  # the figure goes to the scratch folder too
-    rllib_appo.report(preset_name, tmp_path / "work", results)
+    summaries = runner.stored(rllib_appo.runs_of(preset), results)
+    rllib_appo.report(preset_name, preset, summaries, Pages(tmp_path, tmp_path))
     name = appo_report.page_name(preset_name)  # each preset its own page: small_kl does not overwrite small's
     assert name == ("metaworld_stale_rllib_appo" if preset_name == "small" else "metaworld_stale_rllib_appo_small_kl")
     page = (tmp_path / f"{name}.md").read_text()

@@ -21,3 +21,29 @@ def test_variants_differ_only_in_objective_and_validate(preset_name):
     if config.use_kl_loss:  # APPO's own defaults, turned on
         defaults = AGIPOConfig()
         assert (config.kl_coeff, config.kl_target) == (defaults.kl_coeff, defaults.kl_target) == (1.0, 0.01)
+
+
+def test_the_recipe_builds_a_runs_config_as_the_sweep_ran_it():
+    from gipo_plugins.rllib import MetaWorldSuccess
+    from gipo_plugins.rllib.recipe import metaworld_config
+
+    preset = rllib_appo.PRESETS["small_kl"]
+    config = metaworld_config(
+        AGIPOConfig(),
+        "reach-v3",
+        seed=2,
+        max_episode_steps=preset.max_episode_steps,
+        reward_scale=preset.reward_scale,
+        env_runners=preset.env_runners,
+        rollout_fragment_length=50,
+        eval_episodes=preset.eval_episodes,
+        min_iteration_s=preset.min_iteration_s,
+        **rllib_appo.training_settings(preset, "gipo"),
+    )
+    assert config.env == "metaworld/reach-v3"
+    assert config.env_config == {"max_episode_steps": 500, "seed": 2, "reward_scale": 0.001}
+    assert (config.num_env_runners, config.rollout_fragment_length, config.seed) == (2, 50, 2)
+    assert config.callbacks_class is MetaWorldSuccess and config.min_time_s_per_iteration == 10.0
+    assert config.evaluation_duration == 5 and config.evaluation_num_env_runners == 1
+    assert config.evaluation_config["explore"] is False and config.evaluation_config["env_config"]["seed"] == 10_002
+    assert config.behaviour_kl_coeff == 0.0 and config.objective == "gipo" and config.use_kl_loss  # set explicitly

@@ -61,6 +61,16 @@ def test_full_preset_is_the_documented_stale_regime():
     assert not PRESETS["smoke"].report  # the smoke run never writes under docs/
 
 
+def test_presets_set_the_anchor_explicitly_and_the_anchored_one_is_full_with_it():
+    """Runs committed before the anchor existed keep it at 0 on resume; run set 3 adds 0.1 to both arms, no more."""
+    full, anchored = PRESETS["full"], PRESETS["anchored"]
+    assert full.anchor == 0.0 and PRESETS["smoke"].anchor == 0.0 and anchored.anchor == 0.1
+    without = [a for a in anchored.example_args if a not in ("--behaviour-kl-coeff", "0.1")]
+    assert without == [a for a in full.example_args if a not in ("--behaviour-kl-coeff", "0.0")]
+    assert anchored.loss_types == full.loss_types and anchored.seeds == full.seeds and anchored.report
+    assert anchored.page != full.page  # its own page, figure and kept results
+
+
 def test_a_partial_run_writes_a_page_that_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
     monkeypatch.setattr(benchmarks.vla_posttrain, "IMG", tmp_path)
