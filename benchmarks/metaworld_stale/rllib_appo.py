@@ -152,24 +152,12 @@ def training_settings(preset: Preset, variant: str) -> dict:
     }
 
 
-def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -> dict:
-    """One training run in this process; writes `<workdir>/<run>.json` and returns the summary."""
-    import ray
-    import torch
-
+def run_config(task: str, variant: str, seed: int, preset: Preset):
+    """The `AGIPOConfig` of one run (`gipo_plugins.rllib.recipe.metaworld_config` with the preset's settings)."""
     from gipo_plugins.rllib import AGIPOConfig
     from gipo_plugins.rllib.recipe import metaworld_config
 
-    torch.set_num_threads(1)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp_dir = tempfile.mkdtemp(prefix="rappo", dir="/tmp")
-    ray.init(
-        num_cpus=preset.env_runners + 3,  # runners, evaluation runner, remote learner, driver
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-    )
-    config = metaworld_config(
+    return metaworld_config(
         AGIPOConfig(),
         task,
         seed=seed,
@@ -181,6 +169,23 @@ def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -
         min_iteration_s=preset.min_iteration_s,
         **training_settings(preset, variant),
     )
+
+
+def run_one(task: str, variant: str, seed: int, preset: Preset, workdir: Path) -> dict:
+    """One training run in this process; writes `<workdir>/<run>.json` and returns the summary."""
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp_dir = tempfile.mkdtemp(prefix="rappo", dir="/tmp")
+    ray.init(
+        num_cpus=preset.env_runners + 3,  # runners, evaluation runner, remote learner, driver
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+    )
+    config = run_config(task, variant, seed, preset)
     algo = config.build_algo()
     start, steps, iteration = time.time(), 0, 0
 

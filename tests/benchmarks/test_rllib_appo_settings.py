@@ -25,21 +25,8 @@ def test_variants_differ_only_in_objective_and_validate(preset_name):
 
 def test_the_recipe_builds_a_runs_config_as_the_sweep_ran_it():
     from gipo_plugins.rllib import MetaWorldSuccess
-    from gipo_plugins.rllib.recipe import metaworld_config
 
-    preset = rllib_appo.PRESETS["small_kl"]
-    config = metaworld_config(
-        AGIPOConfig(),
-        "reach-v3",
-        seed=2,
-        max_episode_steps=preset.max_episode_steps,
-        reward_scale=preset.reward_scale,
-        env_runners=preset.env_runners,
-        rollout_fragment_length=50,
-        eval_episodes=preset.eval_episodes,
-        min_iteration_s=preset.min_iteration_s,
-        **rllib_appo.training_settings(preset, "gipo"),
-    )
+    config = rllib_appo.run_config("reach-v3", "gipo", 2, rllib_appo.PRESETS["small_kl"])
     assert config.env == "metaworld/reach-v3"
     assert config.env_config == {"max_episode_steps": 500, "seed": 2, "reward_scale": 0.001}
     assert (config.num_env_runners, config.rollout_fragment_length, config.seed) == (2, 50, 2)
