@@ -36,3 +36,14 @@ def test_report_only_regenerates_the_committed_pages_identically(study, tmp_path
         for name in names:
             written = (tmp_path / folder / name).read_bytes()
             assert written == (committed / name).read_bytes(), f"{name} differs from the committed one"
+
+
+def test_the_when_gipo_helps_page_regenerates_identically(tmp_path):
+    """The summary page reads every study's store: committing runs means regenerating it."""
+    from benchmarks import when_gipo_helps
+
+    when_gipo_helps.main(docs=tmp_path)
+    for name in ("when_gipo_helps.md", "when_gipo_helps.csv"):
+        assert (tmp_path / name).read_bytes() == (DOCS / name).read_bytes(), (
+            f"{name}: run python -m benchmarks.when_gipo_helps"
+        )

@@ -1,0 +1,215 @@
+"""Where GIPO helps and where it does not: every committed run set in one table, from the results stores.
+
+One row per run set — stack × regime × anchor × update rate — with GIPO's paired difference from the
+clipped loss it replaces (the same tasks and seeds in both arms; mean and 95 % bootstrap interval,
+`benchmarks.stats.paired`), how many samples the clip zeroes there, how far GIPO's policy drifts
+(|log r| p95) and a link to the run set's own page. Nothing is rerun: each row reads its study's
+committed store and scores the runs with that study's own functions, so a row changes only when runs
+land. A run set still running is shown with the pairs it has (no verdict below `MIN_PAIRS`).
+
+Columns, per run set:
+
+- **final success**, GIPO − baseline: greedy success at the end of training (TorchRL and RLlib:
+  the mean of the last 20 % of evaluations, `aggregate.final_success`; VLA: the final evaluation on
+  50 goals);
+- **AUC**, GIPO − baseline: the area under the greedy-success curve over training, normalised to
+  [0, 1] (Meta-World state runs only);
+- **dead fraction**: the baseline's share of samples whose gradient the clip zeroes, mean over the
+  second half of training (VLA: TRL's `clip_ratio/region_mean` over the run);
+- **|log r| p95**: GIPO's 95th percentile of |log r|, mean over the second half of training (VLA:
+  over the run).
+
+```
+python -m benchmarks.when_gipo_helps     # writes docs/benchmarks/when_gipo_helps.{md,csv}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import runner
+from benchmarks.metaworld_stale import aggregate, rllib_appo, sweep
+from benchmarks.report import present_mean, write_report
+from benchmarks.stats import MIN_PAIRS, Paired, paired
+
+
+@dataclass(frozen=True)
+class RunSet:
+    """A committed run set and how to read it: GIPO's and the baseline's summaries per (task, seed)."""
+
+    stack: str
+    regime: str
+    anchor: str
+    update_rate: str
+    page: str
+    load: Callable[[], tuple[dict, dict]]
+    """`() -> (gipo, baseline)`, each `{(task, seed): summary}`."""
+    final: Callable[[dict], float]
+    auc: Callable[[dict], float] | None
+    dead: Callable[[dict], float]
+    drift: Callable[[dict], float]
+
+
+def _second_half(key: str) -> Callable[[dict], float]:
+    def mean(summary: dict) -> float:
+        values = [h[key] for h in summary["history"] if h.get(key) is not None]
+        return present_mean(values[len(values) // 2 :])
+
+    return mean
+
+
+def _torchrl(regime: str) -> Callable[[], tuple[dict, dict]]:
+    def load() -> tuple[dict, dict]:
+        preset = sweep.PRESETS["small"]
+        runs = runner.stored(sweep.runs_of(preset), sweep.results_dir("small"))
+        arms = {v: {(r.task, r.seed): s for r, s in runs.items() if r.regime == regime and r.variant == v}
+                for v in ("gipo", "ppo_clip")}  # fmt: skip
+        return arms["gipo"], arms["ppo_clip"]
+
+    return load
+
+
+def _appo(preset_name: str) -> Callable[[], tuple[dict, dict]]:
+    def load() -> tuple[dict, dict]:
+        runs = runner.stored(rllib_appo.runs_of(rllib_appo.PRESETS[preset_name]), rllib_appo.RESULTS
+                             / f"rllib_appo_{preset_name}")  # fmt: skip
+        arms = {v: {(r.task, r.seed): s for r, s in runs.items() if r.variant == v} for v in rllib_appo.VARIANTS}
+        return arms["gipo"], arms["ppo_clip"]
+
+    return load
+
+
+def _vla() -> tuple[dict, dict]:
+    from benchmarks import vla_posttrain
+
+    preset = vla_posttrain.PRESETS["full"]
+    runs = runner.stored(vla_posttrain.runs_of(preset), vla_posttrain.RESULTS / "full")
+    arms = {arm: {("reach-v3", r.seed): s for r, s in runs.items() if r.loss_type == arm} for arm in ("gipo", "dapo")}
+    return arms["gipo"], arms["dapo"]
+
+
+def _vla_metric(key: str) -> Callable[[dict], float]:
+    return lambda summary: present_mean(summary["train_metrics"].get(key, []))
+
+
+RUN_SETS = (
+    RunSet("TorchRL recipe (4 tasks × 3 seeds)", "stale replay (20k FIFO, data up to 40 iterations old)",
+           "exact KL 0.1, both arms", "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("stale"),
+           aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("TorchRL recipe (2 tasks × 3 seeds)", "fresh (one-iteration replay)", "exact KL 0.1, both arms",
+           "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("fresh"), aggregate.final_success,
+           aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
+           "16 × 20 circular buffer: up to 20 updates per batch", "metaworld_stale_rllib_appo.md", _appo("small"),
+           aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)",
+           "APPO's KL loss to the target network, both arms", "16 × 20 circular buffer: up to 20 updates per batch",
+           "metaworld_stale_rllib_appo_small_kl.md", _appo("small_kl"), aggregate.final_success, aggregate.auc,
+           _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+           "none", "8 passes per batch", "vla_metaworld.md", _vla, lambda s: s["final_success"], None,
+           _vla_metric("clip_ratio/region_mean"), _vla_metric("stale/log_ratio_abs_p95")),
+)  # fmt: skip
+
+
+def _difference(gipo: dict, baseline: dict, score: Callable[[dict], float]) -> Paired | None:
+    pairs = sorted(gipo.keys() & baseline.keys())
+    return paired([score(gipo[p]) - score(baseline[p]) for p in pairs]) if pairs else None
+
+
+def _cell(result: Paired | None) -> str:
+    if result is None:
+        return "–"
+    if result.pairs < MIN_PAIRS:
+        return f"{result.mean:+.2f} ({result.pairs} pairs: no verdict yet)"
+    return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
+
+
+def _verdict(final: Paired | None, auc: Paired | None) -> str:
+    signs = {p.sign for p in (final, auc) if p is not None and p.enough}
+    if not signs:
+        return "too few pairs yet"
+    if signs == {0}:
+        return "not separated"
+    if 1 in signs and -1 not in signs:
+        return "**GIPO ahead**"
+    if -1 in signs and 1 not in signs:
+        return "**baseline ahead**"
+    return "mixed"
+
+
+def rows() -> list[dict]:
+    out = []
+    for run_set in RUN_SETS:
+        gipo, baseline = run_set.load()
+        final = _difference(gipo, baseline, run_set.final)
+        auc = _difference(gipo, baseline, run_set.auc) if run_set.auc else None
+        out.append({
+            "stack": run_set.stack, "regime": run_set.regime, "anchor": run_set.anchor,
+            "update_rate": run_set.update_rate, "pairs": final.pairs if final else 0,
+            "final": _cell(final), "auc": _cell(auc), "verdict": _verdict(final, auc),
+            "dead_fraction": present_mean([run_set.dead(s) for s in baseline.values()]),
+            "log_ratio_p95": present_mean([run_set.drift(s) for s in gipo.values()]),
+            "page": f"[{run_set.page}]({run_set.page})",
+        })  # fmt: skip
+    return out
+
+
+FINDINGS = """\
+**What the runs say.** GIPO is ahead of the clipped loss in one setting, the one the paper reports:
+stale replay with few policy updates per unit of data and the published anchor (the TorchRL recipe).
+It is behind where each batch drives many updates and nothing anchors the policy to the one that
+acted: AGIPO with APPO's 16 × 20 buffer and no KL loss, and the VLA trainer with 8 passes per batch.
+There GIPO's |log r| p95 sits far above σ = 1 and far above the clipped loss's: the policy has drifted
+to where the Gaussian weight no longer restrains a positive-advantage sample (its gradient weight w·r
+is still e^½ at ℓ = 1, where the clip has stopped it) and, once |ℓ| ≫ σ, no longer pulls it back
+either. With APPO's own KL loss on (a run set still running) AGIPO no longer drifts — its |log r|
+p95 is APPO's — but it is not ahead of APPO either; there APPO's clip zeroes almost no sample, so
+this is not the regime where clipping stalls. Where the clip zeroes few samples (fresh data), GIPO
+and the clip cannot differ much, and they do not.
+
+**The defaults that follow.** Every adapter now offers the published anchor β·KL(π_behaviour ‖ π_θ)
+and, where the stock algorithm has no trust region besides the clip GIPO opens (APPO without its KL
+loss, the VLA trainer, TRL, verl), ships GIPO with β = 0.1 (`behaviour_kl_coeff` /
+`gipo_behaviour_kl_coeff` left at `None`); baseline objectives keep their framework's loss, and every
+A/B sets the anchor for both arms. Which of the three suspects — the missing anchor, the update rate,
+RLlib's Gaussian head — explains the losses is what the remaining run sets of issue 24 separate:
+light reuse without the anchor (APPO 16 × 2, VLA 2 passes), the VLA A/B with the anchor in both arms
+(preset `anchored`), σ = 0.5, a binned action head in RLlib, and the TorchRL recipe without its
+anchor. Until they land, the anchored default is the published method, not a measured optimum.
+"""
+
+
+def main(docs: Path | None = None) -> None:
+    """Write the page and its CSV into `docs` (default: `docs/benchmarks/`)."""
+    write_report(
+        "when_gipo_helps",
+        "When GIPO helps: every run set, GIPO against the clipped loss it replaces",
+        "Made by `python -m benchmarks.when_gipo_helps` from the committed results stores (no run is repeated). "
+        "Differences are GIPO − baseline on the same tasks and seeds, with 95 % bootstrap intervals; a verdict "
+        f"needs {MIN_PAIRS} pairs and an interval that excludes 0 (in final success or AUC).",
+        rows(),
+        {
+            "stack": "stack",
+            "regime": "regime",
+            "anchor": "anchor",
+            "update_rate": "update rate",
+            "pairs": "pairs",
+            "final": "final success, GIPO − baseline",
+            "auc": "AUC, GIPO − baseline",
+            "verdict": "verdict",
+            "dead_fraction": "baseline dead fraction",
+            "log_ratio_p95": "GIPO abs log r p95",
+            "page": "run set",
+        },
+        digits=2,
+        footer=FINDINGS,
+        docs=docs,
+    )
+
+
+if __name__ == "__main__":
+    main()
