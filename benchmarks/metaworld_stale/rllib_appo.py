@@ -34,6 +34,8 @@ python -m benchmarks.metaworld_stale.rllib_appo --preset smoke            # minu
 python -m benchmarks.metaworld_stale.rllib_appo --preset small --workers 1
 python -m benchmarks.metaworld_stale.rllib_appo --preset small --report-only  # the page from finished runs
 python -m benchmarks.metaworld_stale.rllib_appo --preset small_kl --workers 1  # the same, KL loss on
+python -m benchmarks.metaworld_stale.rllib_appo --preset light --workers 1     # 16 x 2 buffer, no anchor
+python -m benchmarks.metaworld_stale.rllib_appo --preset small_anchor --workers 1  # AGIPO's anchor, both arms
 ```
 
 Cost (measured on a 2-core machine): a 150k-step `small` run took 370–700 s of wall time with the
@@ -93,6 +95,10 @@ PRESETS = {
     "small": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000),
     # the same with APPO's KL loss at APPO's own defaults (kl_coeff 1.0, kl_target 0.01), for both objectives
     "small_kl": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, kl_coeff=1.0),
+    # issue 24, run set 2: the update rate without an anchor: each batch reused at most twice instead of 20 times
+    "light": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2),
+    # issue 24, run set 7: AGIPO's shipped anchor (0.1 KL to the behaviour policy), given to both arms
+    "small_anchor": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, behaviour_kl_coeff=0.1),
 }
 
 

@@ -10,7 +10,7 @@ from benchmarks.metaworld_stale import rllib_appo
 from gipo_plugins.rllib import AGIPOConfig
 
 
-@pytest.mark.parametrize("preset_name", ["small", "small_kl"])
+@pytest.mark.parametrize("preset_name", ["small", "small_kl", "light", "small_anchor"])
 def test_variants_differ_only_in_objective_and_validate(preset_name):
     preset = rllib_appo.PRESETS[preset_name]
     gipo, clip = (rllib_appo.training_settings(preset, v) for v in rllib_appo.VARIANTS)
@@ -21,6 +21,8 @@ def test_variants_differ_only_in_objective_and_validate(preset_name):
     if config.use_kl_loss:  # APPO's own defaults, turned on
         defaults = AGIPOConfig()
         assert (config.kl_coeff, config.kl_target) == (defaults.kl_coeff, defaults.kl_target) == (1.0, 0.01)
+    assert config.behaviour_kl_coeff == (0.1 if preset_name == "small_anchor" else 0.0)  # explicit, both arms
+    assert config.circular_buffer_iterations_per_batch == (2 if preset_name == "light" else 20)
 
 
 def test_the_recipe_builds_a_runs_config_as_the_sweep_ran_it():
