@@ -38,6 +38,7 @@ from ray.rllib.algorithms.appo import APPO, APPOConfig
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
 
+from gipo_plugins import objective_names
 from gipo_plugins.rllib import AGIPO, GIPO, AGIPOConfig, GIPOConfig
 from gipo_plugins.rllib.recipe import metaworld_config
 
@@ -164,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", default="ppo", choices=list(ALGORITHMS), help="PPO-based GIPO or APPO-based AGIPO")
     p.add_argument("--task", default="reach-v3")
-    p.add_argument("--objective", default="gipo", choices=["gipo", "ppo_clip", "sapo", "is"])
+    p.add_argument("--objective", default="gipo", choices=objective_names(), help="a registered objective")
     p.add_argument("--stock", action="store_true", help="RLlib's own PPOConfig/APPOConfig instead")
     p.add_argument("--compare", action="store_true", help="run the stock algorithm, then GIPO, on the same seed")
     p.add_argument("--sigma", type=float, default=1.0)
