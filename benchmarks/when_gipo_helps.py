@@ -166,8 +166,8 @@ acted: AGIPO with APPO's 16 × 20 buffer and no KL loss, and the VLA trainer wit
 There GIPO's |log r| p95 sits far above σ = 1 and far above the clipped loss's: the policy has drifted
 to where the Gaussian weight no longer restrains a positive-advantage sample (its gradient weight w·r
 is still e^½ at ℓ = 1, where the clip has stopped it) and, once |ℓ| ≫ σ, no longer pulls it back
-either. With APPO's own KL loss on (a run set still running) AGIPO no longer drifts — its |log r|
-p95 is APPO's — but it is not ahead of APPO either; there APPO's clip zeroes almost no sample, so
+either. With APPO's own KL loss on, AGIPO no longer drifts — its |log r| p95 is APPO's — and
+its return no longer collapses, but it is not separated from APPO either; there APPO's clip zeroes almost no sample, so
 this is not the regime where clipping stalls. Where the clip zeroes few samples (fresh data), GIPO
 and the clip cannot differ much, and they do not.
 
