@@ -141,7 +141,11 @@ class _Detach(nn.Module):
 
 
 def make_actor_critic(
-    obs_dim: int = OBSERVATION_DIM, action_dim: int = ACTION_DIM, bins: int = 256, hidden: int = 512
+    obs_dim: int = OBSERVATION_DIM,
+    action_dim: int = ACTION_DIM,
+    bins: int = 256,
+    hidden: int = 512,
+    validate_args: bool = False,
 ) -> tuple[ProbabilisticActor, TensorDictSequential]:
     """The reference MLP: shared encoder, per-dimension categorical policy head, value head on detached features.
 
@@ -150,6 +154,10 @@ def make_actor_critic(
     action dimension. The critic writes `hidden` (the encoder's features) and `state_value`. Both
     hold the same encoder module; the value head sees its output detached, so critic updates never
     move the encoder (and critic-only steps can reuse `hidden`, see `reuse_step`).
+
+    The categoricals skip `torch.distributions`' argument checks (`validate_args=False`): the logits
+    come from the network and the actions from the distribution itself, so the checks only cost
+    time (a third of a batch-1 sample + log-prob, 500 times per iteration); they change no number.
     """
     encoder = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden))
     policy_head = nn.Sequential(
@@ -161,6 +169,7 @@ def make_actor_critic(
         TensorDictModule(nn.Sequential(encoder, policy_head), ["observation"], ["logits"]),
         in_keys=["logits"],
         distribution_class=torch.distributions.Categorical,
+        distribution_kwargs={"validate_args": validate_args},
         return_log_prob=True,
     )
     critic = TensorDictSequential(

@@ -149,6 +149,45 @@ def test_full_loss_variant_trains_identically():
             torch.testing.assert_close(runs[1][key], value, rtol=0, atol=0, msg=key)
 
 
+def _short_run(tmp_path, name):
+    config = RecipeConfig(
+        **(SMALL | {"buffer_size": 200}), total_steps=300, max_episode_steps=50, minibatches=2, reuse=4,
+        actor_every=2, eval_every=1, eval_episodes=1, warmup_iterations=1, seed=5, logdir=str(tmp_path / name),
+        progress=False,
+    )  # fmt: skip
+    summary = train(config)
+    return summary["history"], torch.load(summary["checkpoint"], weights_only=False)["loss_module"]
+
+
+def test_speed_paths_change_no_number(tmp_path, monkeypatch):
+    """The recipe's fast paths against the plain construction: a fixed-seed run gives the same losses and parameters.
+
+    Reference: the actor built with `torch.distributions`' argument checks on (`validate_args=True`, PyTorch's
+    default). Same seed, same data, same sampled actions, so the histories (losses, diagnostics, returns,
+    evaluation) and every parameter of the final loss module must agree.
+    """
+    import functools
+
+    from gipo_plugins.torchrl import recipe
+
+    _, fast_actor, *_ = _setup()
+    assert fast_actor.get_dist(_batch(fast_actor))._validate_args is False  # the fast path is the one that runs
+    fast_history, fast_state = _short_run(tmp_path, "fast")
+    monkeypatch.setattr(recipe, "make_actor_critic", functools.partial(recipe.make_actor_critic, validate_args=True))
+    plain_history, plain_state = _short_run(tmp_path, "plain")
+    timing = {"collect_seconds", "update_seconds"}
+    assert len(fast_history) == len(plain_history) == 3
+    for fast, plain in zip(fast_history, plain_history, strict=True):
+        assert fast.keys() == plain.keys()
+        for key in fast.keys() - timing:
+            assert fast[key] == pytest.approx(plain[key], rel=1e-6, abs=1e-9), key
+    assert fast_state.keys() == plain_state.keys()
+    for key, value in plain_state.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(fast_state[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    assert plain_history[-1]["kl"] > 0  # the policy moved away from the behaviour policy: a run that trained
+
+
 def test_command_line_lists_every_knob():
     text = parser().format_help()
     flags = ["--buffer-size", "--minibatches", "--reuse", "--actor-every", "--kl-coeff", "--policy-lr", "--value-lr"]

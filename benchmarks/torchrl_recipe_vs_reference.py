@@ -1,0 +1,333 @@
+"""The TorchRL recipe against the authors' public single-file script: seconds per iteration, side by side.
+
+The authors' Meta-World script (`metaworld_ppo_discrete_simple_complete.py` in the public repository
+github.com/distanceLu/GIPO; not vendored here — pass its path) and this project's recipe
+(`python -m gipo_plugins.torchrl.recipe`) run the same protocol: reach-v3, seed 42, GIPO with
+σ = 1 and σ₋/σ₊ = 1, the stale regime (500 env steps per iteration, 20 000-transition FIFO, 10
+minibatches of 512 × 10 reuses, the actor on every 10th), on the CPU with one torch thread each
+(`OMP_NUM_THREADS=1`; the recipe also sets `--threads 1`). Each program runs as its own process,
+back to back, alternating which goes first, `--repeats` times; a repeat runs each program twice,
+`--short` and `--long` iterations, and seconds per iteration are the difference of the two wall
+times over the difference of the iteration counts: process start-up, imports, the env's first
+reset and the final evaluation / checkpoint cancel. The same difference of the child processes'
+CPU time (user + system) is reported too.
+
+The collection / update split comes from each program's own clocks: the authors' script prints
+`rollout_time` and `update_time` for every iteration with `--log-interval-seconds 0` (two decimals;
+its collection includes its GAE); the recipe's summary holds `collect_seconds` and
+`update_seconds` per iteration (its GAE and replay insert are in neither). Medians over the long
+runs' iterations after the first two (the authors' script does not update on its first iteration).
+
+Lower bounds, measured in this process: 500 `env.step` calls of a plain
+`gymnasium.make("Meta-World/MT1", env_name="reach-v3")` with random actions (no policy), and the
+same 500 steps with the recipe's policy (its `ProbabilisticActor`, batch 1, `torch.no_grad`)
+choosing the actions in a plain Python loop — what collection would cost without any collector.
+
+`--pause-pattern PATTERN` SIGSTOPs the processes whose command line matches `PATTERN` (`pgrep -f`)
+and all their descendants (a Ray driver's GCS, raylet and `ray::` workers) during each repeat and
+SIGCONTs exactly those right after, in a `finally`; this process and its ancestors are never
+stopped. Writes `docs/benchmarks/torchrl_recipe_vs_reference.{md,csv}`:
+
+```
+git -C <clone of distanceLu/GIPO> show HEAD:metaworld_ppo_discrete_simple_complete.py > /tmp/authors.py
+python -m benchmarks.torchrl_recipe_vs_reference /tmp/authors.py --commit <its commit> \
+    --repeats 3 --pause-pattern benchmarks.metaworld_stale.rllib_appo
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from benchmarks.report import write_report
+
+TASK, SEED, STEPS = "reach-v3", 42, 500
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+ITERATION_LINE = re.compile(r"\[Iter (\d+)/\d+\].*rollout_time=([\d.]+)s update_time=([\d.]+)s")
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+@contextmanager
+def paused(pattern: str | None):
+    """SIGSTOP the processes matching `pattern` and their descendants for the block; SIGCONT exactly those after."""
+    if not pattern:
+        yield []
+        return
+    parents = _parents()
+    mine, pid = set(), os.getpid()
+    while pid > 1:  # never this process or one it runs under
+        mine.add(pid)
+        pid = parents.get(pid, 1)
+    roots = {int(p) for p in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()}
+    tree, frontier = set(), roots - mine
+    while frontier:
+        tree |= frontier
+        frontier = {child for child, parent in parents.items() if parent in frontier} - tree - mine
+    stopped: list[int] = []
+
+    def resume() -> None:
+        while stopped:
+            with suppress(ProcessLookupError):
+                os.kill(stopped.pop(), signal.SIGCONT)
+
+    atexit.register(resume)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below on SIGTERM too
+    try:
+        for pid in sorted(tree):
+            with suppress(OSError):
+                if _state(pid) != "T":  # leave alone what someone else stopped
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+        yield list(stopped)
+    finally:
+        resume()
+        atexit.unregister(resume)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores busy on the whole machine over `seconds` (from /proc/stat), while this process sleeps."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    idle0, total0 = read()
+    time.sleep(seconds)
+    idle1, total1 = read()
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_reference(script: str, iterations: int) -> dict:
+    """The authors' script for `iterations` iterations: wall and CPU seconds, and its per-iteration split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, script, "--device", "cpu", "--task-name", TASK, "--seed", str(SEED),
+            "--train-iters", str(iterations), "--rollout-steps-per-iter", str(STEPS), "--clip-mode", "gipo",
+            "--sigma", "1.0", "--sigma-neg-ratio", "1.0", "--log-interval-seconds", "0", "--eval-every-iters", "0",
+            "--log-dir", tmp,
+        ]  # fmt: skip
+        cpu, tick = _children_cpu(), time.perf_counter()
+        done = subprocess.run(command, cwd=tmp, env=os.environ | ENV, capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - tick, _children_cpu() - cpu
+    if done.returncode:
+        raise RuntimeError(f"the authors' script failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    split = [(int(i), float(c), float(u)) for i, c, u in ITERATION_LINE.findall(done.stdout)]
+    if len(split) != iterations:
+        raise RuntimeError(f"expected {iterations} iteration lines, parsed {len(split)}")
+    return {"wall": wall, "cpu": cpu, "collect": [c for _, c, _ in split], "update": [u for _, _, u in split]}
+
+
+def run_recipe(iterations: int) -> dict:
+    """The recipe for `iterations` iterations: wall and CPU seconds, and its per-iteration split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, "-m", "gipo_plugins.torchrl.recipe", "--task", TASK, "--seed", str(SEED),
+            "--total-steps", str(iterations * STEPS), "--steps-per-iteration", str(STEPS), "--objective", "gipo",
+            "--sigma", "1.0", "--sigma-neg-ratio", "1.0", "--threads", "1", "--eval-every", "0",
+            "--eval-episodes", "1", "--no-progress", "--logdir", tmp, "--run-name", "bench",
+        ]  # fmt: skip
+        cpu, tick = _children_cpu(), time.perf_counter()
+        done = subprocess.run(command, cwd=tmp, env=os.environ | ENV, capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - tick, _children_cpu() - cpu
+        if done.returncode:
+            raise RuntimeError(f"the recipe failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        history = json.loads((Path(tmp) / "bench.json").read_text())["history"]
+    return {
+        "wall": wall, "cpu": cpu,
+        "collect": [h["collect_seconds"] for h in history], "update": [h["update_seconds"] for h in history],
+    }  # fmt: skip
+
+
+def raw_env_seconds(with_policy: bool) -> float:
+    """500 env steps of plain Meta-World reach-v3 after a reset: random actions, or the recipe's policy at batch 1."""
+    import gymnasium as gym
+    import metaworld  # noqa: F401  (registers the Meta-World envs)
+    import numpy as np
+    import torch
+    from tensordict import TensorDict
+
+    from gipo_plugins.torchrl.recipe import make_actor_critic
+
+    torch.set_num_threads(1)
+    env = gym.make("Meta-World/MT1", env_name=TASK, seed=SEED, disable_env_checker=True, max_episode_steps=STEPS)
+    env.action_space.seed(SEED)
+    obs, _ = env.reset(seed=SEED)
+    torch.manual_seed(SEED)
+    actor, _ = make_actor_critic()
+    tick = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(STEPS):
+            if with_policy:
+                td = actor(TensorDict({"observation": torch.as_tensor(obs, dtype=torch.float32)}, []))
+                action = (-1 + 2 * td["action"].to(torch.float64) / 255).numpy()
+            else:
+                action = env.action_space.sample()
+            obs, *_ = env.step(np.asarray(action))
+    seconds = time.perf_counter() - tick
+    env.close()
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("reference", help="path of the authors' metaworld_ppo_discrete_simple_complete.py")
+    p.add_argument("--commit", default="unknown", help="the distanceLu/GIPO commit the script was taken from")
+    p.add_argument("--short", type=int, default=4, help="iterations of the short run")
+    p.add_argument("--long", type=int, default=16, help="iterations of the long run")
+    p.add_argument("--repeats", type=int, default=3, help="repeats (each: both programs, short and long)")
+    p.add_argument("--skip", type=int, default=2, help="first iterations left out of the split's medians")
+    p.add_argument("--pause-pattern", default=None, help="pgrep -f pattern of processes (with descendants) to stop")
+    p.add_argument("--rest-s", type=float, default=15.0, help="seconds between repeats (the paused processes run)")
+    p.add_argument("--max-pause-s", type=float, default=540.0, help="refuse a repeat predicted to pause longer")
+    args = p.parse_args(argv)
+    if args.long <= args.short:
+        p.error("--long must exceed --short")
+
+    programs = {"authors' script": lambda n: run_reference(args.reference, n), "TorchRL recipe": run_recipe}
+    results = {name: {"per_iter": [], "cpu_per_iter": [], "collect": [], "update": []} for name in programs}
+    raw = {"random actions": [], "recipe policy, plain loop": []}
+    machine = []
+    for run in programs.values():  # warm-up, not timed: the first start of each program reads its files from disk
+        run(1)
+    for repeat in range(args.repeats):
+        if repeat:
+            time.sleep(args.rest_s)
+        order = list(programs) if repeat % 2 == 0 else list(programs)[::-1]
+        started = time.perf_counter()
+        with paused(args.pause_pattern) as stopped:
+            machine.append({"stopped": len(stopped), "busy": busy_cores(), "load": os.getloadavg()[0]})
+            for name in order:
+                short, long = programs[name](args.short), programs[name](args.long)
+                span = args.long - args.short
+                results[name]["per_iter"].append((long["wall"] - short["wall"]) / span)
+                results[name]["cpu_per_iter"].append((long["cpu"] - short["cpu"]) / span)
+                results[name]["collect"] += long["collect"][args.skip :]
+                results[name]["update"] += long["update"][args.skip :]
+            for name, policy in (("random actions", False), ("recipe policy, plain loop", True)):
+                raw[name].append(raw_env_seconds(policy))
+        took = time.perf_counter() - started
+        ratio = results["authors' script"]["per_iter"][-1] / results["TorchRL recipe"]["per_iter"][-1]
+        print(f"repeat {repeat}: {took:.0f} s paused, authors/recipe {ratio:.2f}x, "
+              f"{ {k: round(v['per_iter'][-1], 3) for k, v in results.items()} }", flush=True)  # fmt: skip
+        if repeat + 1 < args.repeats and took * 1.1 > args.max_pause_s:
+            print(f"stopping after {repeat + 1} repeats: a repeat took {took:.0f} s", flush=True)
+            break
+
+    rows = []
+    for name, r in results.items():
+        rows.append({
+            "program": name, "s_per_iter": statistics.median(r["per_iter"]),
+            "min": min(r["per_iter"]), "max": max(r["per_iter"]),
+            "cpu_per_iter": statistics.median(r["cpu_per_iter"]),
+            "collect": statistics.median(r["collect"]), "update": statistics.median(r["update"]),
+            "repeats": len(r["per_iter"]),
+        })  # fmt: skip
+    for name, seconds in raw.items():
+        rows.append({
+            "program": f"lower bound: 500 raw env steps, {name}", "s_per_iter": float("nan"), "min": float("nan"),
+            "max": float("nan"), "cpu_per_iter": float("nan"), "collect": statistics.median(seconds),
+            "update": float("nan"), "repeats": len(seconds),
+        })  # fmt: skip
+    authors, recipe = results["authors' script"], results["TorchRL recipe"]
+    ratios = [a / b for a, b in zip(authors["per_iter"], recipe["per_iter"], strict=True)]
+    cpu_ratios = [a / b for a, b in zip(authors["cpu_per_iter"], recipe["cpu_per_iter"], strict=True)]
+    ratio = statistics.median(authors["per_iter"]) / statistics.median(recipe["per_iter"])
+    state = "; ".join(
+        f"repeat {i}: {m['stopped']} processes stopped, {m['busy']:.2f} cores busy while paused (sampled 2 s before "
+        f"the runs), 1-min load {m['load']:.1f}"
+        for i, m in enumerate(machine)
+    )
+    command = (
+        f"python -m benchmarks.torchrl_recipe_vs_reference <script> --commit {args.commit[:12]} --short {args.short} "
+        f"--long {args.long} --repeats {args.repeats}"
+        + (f" --pause-pattern {args.pause_pattern}" if args.pause_pattern else "")
+    )
+    description = (
+        f"Made by `{command}` on a {os.cpu_count()}-core CPU. "
+        "`<script>` is `metaworld_ppo_discrete_simple_complete.py` "
+        f"from [distanceLu/GIPO](https://github.com/distanceLu/GIPO) at commit `{args.commit}` (not vendored: "
+        "`git show <commit>:metaworld_ppo_discrete_simple_complete.py`), run unmodified with `--device cpu "
+        "--sigma 1.0 --sigma-neg-ratio 1.0 --log-interval-seconds 0 --eval-every-iters 0`; the recipe is "
+        "`python -m gipo_plugins.torchrl.recipe --sigma-neg-ratio 1.0 --threads 1 --eval-every 0 --eval-episodes 1`. "
+        f"Both: {TASK}, seed {SEED}, GIPO σ = 1, the stale regime (500 env steps, 20 000-transition FIFO, 10 × 10 "
+        "optimizer steps at batch 512, 10 with the actor), fp32 on the CPU, `OMP_NUM_THREADS=1`, each in its own "
+        "process, back to back, alternating which runs first.\n\n"
+        f"**s / iteration** = (wall of a {args.long}-iteration run − wall of a {args.short}-iteration run) / "
+        f"{args.long - args.short}, median over repeats (min, max beside it); **CPU s / iteration** the same "
+        "difference of the processes' user + system time. **collection** and **updates** are the programs' own "
+        f"per-iteration clocks, medians over the long runs' iterations after the first {args.skip}: the authors' "
+        "script prints them with two decimals and its collection includes its GAE; the recipe's collection is "
+        "the collector's 500 steps (its GAE and replay insert are in neither). The lower bounds are 500 "
+        "`env.step` calls of plain `gymnasium.make('Meta-World/MT1', env_name='reach-v3')` after a reset, with "
+        "random actions, and with the recipe's policy network choosing every action at batch 1 in a plain loop.\n\n"
+        f"Machine state: {state}."
+        + (f" The background processes matching `{args.pause_pattern}` and their descendants (its Ray workers) "
+           "were SIGSTOPped for each repeat and continued between repeats; other sessions' processes (test "
+           "runs) were not paused and show in the busy-core figure."
+           if args.pause_pattern else "")
+    )  # fmt: skip
+    footer = (
+        f"**The recipe takes {ratio:.2f}× less time per iteration than the authors' script** (median s / iteration "
+        f"of each; per-repeat ratios {', '.join(f'{r:.2f}' for r in ratios)}; CPU-time ratios "
+        f"{', '.join(f'{r:.2f}' for r in cpu_ratios)}; target ≥ 2×). Collection: the recipe's "
+        f"{rows[1]['collect']:.2f} s against {rows[2]['collect']:.2f} s for the raw env alone and "
+        f"{rows[3]['collect']:.2f} s for the raw env with the policy in a plain loop; updates: "
+        f"{rows[1]['update']:.2f} s for 100 optimizer steps (the authors' script: {rows[0]['update']:.2f} s). "
+        f"Per phase, the authors' time over the recipe's: collection {rows[0]['collect'] / rows[1]['collect']:.2f}×, "
+        f"updates {rows[0]['update'] / rows[1]['update']:.2f}×."
+    )
+    write_report(
+        "torchrl_recipe_vs_reference",
+        "TorchRL recipe vs the authors' script: seconds per iteration, side by side",
+        description,
+        rows,
+        {
+            "program": "program",
+            "s_per_iter": "s / iteration",
+            "min": "min",
+            "max": "max",
+            "cpu_per_iter": "CPU s / iteration",
+            "collect": "collection (s)",
+            "update": "updates (s)",
+            "repeats": "repeats",
+        },
+        digits=3,
+        footer=footer,
+    )
+
+
+if __name__ == "__main__":
+    main()
