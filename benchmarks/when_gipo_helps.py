@@ -61,10 +61,10 @@ def _second_half(key: str) -> Callable[[dict], float]:
     return mean
 
 
-def _torchrl(regime: str) -> Callable[[], tuple[dict, dict]]:
+def _torchrl(regime: str, preset_name: str = "small") -> Callable[[], tuple[dict, dict]]:
     def load() -> tuple[dict, dict]:
-        preset = sweep.PRESETS["small"]
-        runs = runner.stored(sweep.runs_of(preset), sweep.results_dir("small"))
+        preset = sweep.PRESETS[preset_name]
+        runs = runner.stored(sweep.runs_of(preset), sweep.results_dir(preset_name))
         arms = {v: {(r.task, r.seed): s for r, s in runs.items() if r.regime == regime and r.variant == v}
                 for v in ("gipo", "ppo_clip")}  # fmt: skip
         return arms["gipo"], arms["ppo_clip"]
@@ -102,6 +102,10 @@ RUN_SETS = (
     RunSet("TorchRL recipe (2 tasks × 3 seeds)", "fresh (one-iteration replay)", "exact KL 0.1, both arms",
            "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("fresh"), aggregate.final_success,
            aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("TorchRL recipe (2 tasks × 3 seeds)", "stale replay (20k FIFO, data up to 40 iterations old)",
+           "none (`kl_coeff` 0), both arms", "1 actor step / 50 env steps", "metaworld_stale_small_no_anchor.md",
+           _torchrl("stale", "small_no_anchor"), aggregate.final_success, aggregate.auc,
+           _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
     RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
            "16 × 20 circular buffer: up to 20 updates per batch", "metaworld_stale_rllib_appo.md", _appo("small"),
            aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
@@ -109,6 +113,10 @@ RUN_SETS = (
            "APPO's KL loss to the target network, both arms", "16 × 20 circular buffer: up to 20 updates per batch",
            "metaworld_stale_rllib_appo_small_kl.md", _appo("small_kl"), aggregate.final_success, aggregate.auc,
            _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
+           "16 × 2 circular buffer: up to 2 updates per batch", "metaworld_stale_rllib_appo_light.md",
+           _appo("light"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
+           _second_half("log_ratio_abs_p95")),
     RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
            "none", "8 passes per batch", "vla_metaworld.md", _vla, lambda s: s["final_success"], None,
            _vla_metric("clip_ratio/region_mean"), _vla_metric("stale/log_ratio_abs_p95")),
@@ -153,7 +161,7 @@ def rows() -> list[dict]:
             "final": _cell(final), "auc": _cell(auc), "verdict": _verdict(final, auc),
             "dead_fraction": present_mean([run_set.dead(s) for s in baseline.values()]),
             "log_ratio_p95": present_mean([run_set.drift(s) for s in gipo.values()]),
-            "page": f"[{run_set.page}]({run_set.page})",
+            "page": f"[{run_set.page}]({run_set.page})" if final else "– (no run landed yet)",
         })  # fmt: skip
     return out
 

@@ -92,19 +92,31 @@ def _mean_eval_curve(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.
     return steps, values.mean(0), values.std(0) / np.sqrt(len(values))
 
 
+NAME = "metaworld_stale"
+
+
+def page_name(preset_name: str) -> str:
+    """The page (and figure) stem of a preset: `metaworld_stale` for `small`, `metaworld_stale_<preset>` otherwise."""
+    return NAME if preset_name == "small" else f"{NAME}_{preset_name}"
+
+
 PROVENANCE = {  # runs made by an earlier revision of the recipe: same protocol and math, said on the page
-    "stale_reach-v3_gipo_seed0": (
-        "The reach-v3 seed-0 pair ran on the recipe's first revision: the same protocol and updates, but "
+    ("small", "stale_reach-v3_gipo_seed0"): (
+        " The reach-v3 seed-0 pair ran on the recipe's first revision: the same protocol and updates, but "
         "critic-only steps recomputed the encoder features (float sums in another order) and the age-split "
         "diagnostics were probed at an iteration's first actor step instead of its last."
     ),
 }
 
 
-def write(preset_name: str, preset, summaries: dict, pages: Pages | None = None) -> Path:
-    """Write `metaworld_stale{,_runs}.csv`, the markdown page and the PNGs from the finished runs' summaries.
+def write(
+    preset_name: str, preset, summaries: dict, pages: Pages | None = None, against: tuple[str, dict] | None = None
+) -> Path:
+    """Write `<page>{,_runs}.csv`, the markdown page and the PNGs from the finished runs' summaries.
 
-    `summaries` maps finished runs (`sweep.Run`) to their summaries; `pages` is where (the docs site by default).
+    `summaries` maps finished runs (`sweep.Run`) to their summaries; `pages` is where (the docs site by
+    default); `against` is `(preset name, its summaries)` of a preset whose runs of the same regime,
+    task, objective and seed differ from these only in the recipe flags: the page pairs them.
     """
     pages = pages or Pages()
     if not summaries:
@@ -120,7 +132,8 @@ def write(preset_name: str, preset, summaries: dict, pages: Pages | None = None)
                         "auc": round(auc(summary), 4), "last_eval": float(success[-1]),
                         "wall_seconds": summary["wall_seconds"]})  # fmt: skip
     pages.docs.mkdir(parents=True, exist_ok=True)
-    with open(pages.docs / "metaworld_stale_runs.csv", "w", newline="") as f:
+    name = page_name(preset_name)
+    with open(pages.docs / f"{name}_runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(per_run[0]))
         writer.writeheader()
         writer.writerows(per_run)
@@ -155,33 +168,36 @@ def write(preset_name: str, preset, summaries: dict, pages: Pages | None = None)
                     "final_return": float(np.mean(np.concatenate(_scores(group["runs"], tasks, seeds, final_return)))),
                 })  # fmt: skip
     pages.img.mkdir(parents=True, exist_ok=True)
-    _plot_curves(preset, groups, pages.img)
-    _plot_tasks(preset, groups, pages.img)
-    _plot_diagnostics(preset, groups, pages.img)
+    _plot_curves(preset, groups, pages.img / f"{name}_curves.png")
+    _plot_tasks(preset, groups, pages.img / f"{name}_tasks.png")
+    _plot_diagnostics(preset, groups, pages.img / f"{name}_diagnostics.png")
     missing = total - len(summaries)
     status = f"all {total} runs finished" if not missing else f"{len(summaries)} of {total} runs finished"
     command = f"python -m benchmarks.metaworld_stale.sweep --preset {preset_name}"
+    names = {run.name for run in summaries}
+    kl = sorted({s["config"]["kl_coeff"] for s in summaries.values()})
+    kl_term = f"exact KL {', '.join(f'{k:g}' for k in kl)}" if any(kl) else "no KL term (`--kl-coeff 0`)"
     description = (
         f"Made by `{command}` ({status}; seeds {seeds}; {preset.total_steps:,} env steps per run; "
         f"{preset.eval_episodes} greedy evaluation episodes every {preset.eval_every} iterations on the same "
         "seeded goals). Every run is the TorchRL reference recipe (`gipo_plugins.torchrl.recipe`: categorical "
         "policy with 256 bins per action dimension, 500 env steps per iteration, 10 actor + 100 critic steps "
-        "per iteration on minibatches of 512, exact KL 0.1); the regimes are a 20 000-transition FIFO replay "
+        f"per iteration on minibatches of 512, {kl_term}); the regimes are a 20 000-transition FIFO replay "
         "(**stale**, data up to 40 iterations old) and a one-iteration replay (**fresh**). Final = mean greedy "
         "success over the last 20 % of the budget; AUC = area under the greedy success curve / budget. IQM "
         f"over tasks × seeds with stratified-bootstrap 95 % CIs ({REPS} resamples). Diagnostics are means over "
         "the second half of training, measured at each iteration's last actor step; *fresh* samples were collected "
         "in the current iteration, *old* ones ≥ 10 iterations ago. Per-run scores: "
-        "[metaworld_stale_runs.csv](metaworld_stale_runs.csv)."
-        + "".join(f" {note}" for name, note in PROVENANCE.items() if any(run.name == name for run in summaries))
+        f"[{name}_runs.csv]({name}_runs.csv)."
+        + "".join(note for (of, run_name), note in PROVENANCE.items() if of == preset_name and run_name in names)
         + (
             " The RLlib APPO row (asynchronous runners, circular-buffer reuse) has its own page: "
             "[metaworld_stale_rllib_appo.md](metaworld_stale_rllib_appo.md)."
             if (site.DOCS / "metaworld_stale_rllib_appo.md").exists()  # the docs site's page
             else ""
         )
-        + "\n\n![curves](../img/metaworld_stale_curves.png)\n\n![per task](../img/metaworld_stale_tasks.png)\n\n"
-        "![diagnostics](../img/metaworld_stale_diagnostics.png)"
+        + f"\n\n![curves](../img/{name}_curves.png)\n\n![per task](../img/{name}_tasks.png)\n\n"
+        f"![diagnostics](../img/{name}_diagnostics.png)"
     )
     headers = {
         "regime": "regime", "variant": "objective", "task": "task", "runs": "runs",
@@ -191,13 +207,13 @@ def write(preset_name: str, preset, summaries: dict, pages: Pages | None = None)
         "ess": "ESS", "log_ratio_p95": "abs log r p95", "final_return": "final return (mean)",
     }  # fmt: skip
     return write_report(
-        "metaworld_stale",
+        name,
         f"Meta-World stale-data A/B on the reference protocol ({preset_name} preset)",
         description,
         rows,
         headers,
         digits=2,
-        footer=findings(preset, groups, rows),
+        footer=findings(preset, groups, rows) + _against_lines(groups, against),
         docs=pages.docs,
     )
 
@@ -348,7 +364,38 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
     return "\n".join(lines + _staleness_lines(preset, groups))
 
 
-def _plot_curves(preset, groups: dict, img: Path) -> None:
+def _against_lines(groups: dict, against: tuple[str, dict] | None) -> str:
+    """Each objective paired with itself in the `against` preset (same regime, task and seed), these − those."""
+    if not against or not against[1]:
+        return ""
+    other_name, other = against
+    others = _groups(other)
+    kl = ", ".join(f"{k:g}" for k in sorted({s["config"]["kl_coeff"] for s in other.values()}))
+    lines = []
+    for (regime, variant), group in groups.items():
+        theirs = others.get((regime, variant))
+        if not theirs:
+            continue
+        pairs = sorted(set(group["runs"]) & set(theirs["runs"]))
+        label = {"gipo": "GIPO", "ppo_clip": "PPO-clip"}.get(variant, LABELS.get(variant, variant))
+        for score_name, score in (("final success", final_success), ("AUC", auc)):
+            d = paired([score(group["runs"][k]) - score(theirs["runs"][k]) for k in pairs])
+            verdict = ({1: "higher here", -1: f"higher in `{other_name}`", 0: "no significant difference"}[d.sign]
+                       if d.enough else f"too few pairs for a verdict (≥ {MIN_PAIRS})")  # fmt: skip
+            span = f" [{d.low:+.2f}, {d.high:+.2f}]" if d.enough else ""
+            lines.append(f"- {label} ({regime}), {score_name}: {d.mean:+.2f}{span} over {d.pairs} paired runs "
+                         f"→ {verdict}.")  # fmt: skip
+    if not lines:
+        return ""
+    return "\n".join([
+        "", f"### Against the `{other_name}` preset (the same runs with exact KL {kl})", "",
+        f"Each objective here minus the same objective, task and seed in `{other_name}` "
+        f"([{page_name(other_name)}.md]({page_name(other_name)}.md)); paired differences with 95 % bootstrap "
+        "intervals.", "", *lines, "",
+    ])  # fmt: skip
+
+
+def _plot_curves(preset, groups: dict, path: Path) -> None:
     regimes = {r: tv for r, tv in preset.regimes().items() if any(g[0] == r for g in groups)}  # regimes with runs
     fig, axes = plt.subplots(2, len(regimes), figsize=(5.5 * len(regimes), 7), squeeze=False)
     for j, (regime, (_, variants)) in enumerate(regimes.items()):
@@ -369,11 +416,11 @@ def _plot_curves(preset, groups: dict, img: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0, j].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(img / "metaworld_stale_curves.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _plot_tasks(preset, groups: dict, img: Path) -> None:
+def _plot_tasks(preset, groups: dict, path: Path) -> None:
     regime = preset.blocks[0].regime
     tasks, variants = preset.regimes()[regime]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.3), squeeze=False)
@@ -390,11 +437,11 @@ def _plot_tasks(preset, groups: dict, img: Path) -> None:
     axes[0, 0].set_ylabel("greedy success")
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(img / "metaworld_stale_tasks.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _plot_diagnostics(preset, groups: dict, img: Path) -> None:
+def _plot_diagnostics(preset, groups: dict, path: Path) -> None:
     regime = preset.blocks[0].regime  # the stale regime
     _, variants = preset.regimes()[regime]
     panels = (
@@ -418,5 +465,5 @@ def _plot_diagnostics(preset, groups: dict, img: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(img / "metaworld_stale_diagnostics.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,13 +18,15 @@ per-iteration history) comes back through Ray and is kept, gzipped, in
 `benchmarks/metaworld_stale/results/<preset>/` (tracked: the report is rebuilt from it), the log
 tail in `runs/metaworld_stale/<preset>/` (ignored by git). Resumable: a run with a kept summary is
 never rerun; a killed sweep continues with the runs that are missing. `--report-only` aggregates
-what has finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*`;
+what has finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*` (other
+presets: `metaworld_stale_<preset>.*`);
 the smoke preset keeps its results and page in its work folder:
 
 ```
 python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
 python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
 python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # aggregate finished runs
+python -m benchmarks.metaworld_stale.sweep --preset small_no_anchor --workers 1  # 12 runs, kl_coeff 0
 ```
 """
 
@@ -71,6 +73,7 @@ class Preset:
     eval_episodes: int = 5
     recipe_args: tuple[str, ...] = field(default=())  # extra recipe flags (the smoke preset's small sizes)
     task_choice: str = ""  # why these tasks, for the report
+    against: str = ""  # a preset whose runs differ from these only in `recipe_args`: the report pairs them
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -121,6 +124,15 @@ PRESETS = {
             "paper's budget, can show a success signal at all; button-press-topdown-v3 is also one of the paper's "
             "eight. Grasping tasks (pick-place-v3, push-v3) are left to the paper preset."
         ),
+    ),
+    # issue 24, run set 6: the stale regime without the anchor (`--kl-coeff 0`), both objectives; paired with
+    # the `small` preset's anchored runs of the same tasks and seeds
+    "small_no_anchor": Preset(
+        (Block("stale", SMALL_TASKS[:2], ("gipo", "ppo_clip")),),
+        seeds=(0, 1, 2),
+        total_steps=150_000,
+        recipe_args=("--kl-coeff", "0"),
+        against="small",
     ),
     "paper": Preset(
         (
@@ -184,12 +196,20 @@ def describe(summary: dict) -> str:
     return f"final greedy success {summary['final_eval_success']:.2f}"
 
 
+def report(preset_name: str, preset: Preset, summaries: dict, pages=None):
+    """The preset's page (`aggregate.write`), paired with its `against` preset's stored runs if it names one."""
+    against = None
+    if preset.against:
+        against = (preset.against, runner.stored(runs_of(PRESETS[preset.against]), results_dir(preset.against)))
+    return aggregate.write(preset_name, preset, summaries, pages, against=against)
+
+
 STUDY = runner.Study(
     name="metaworld_stale.sweep",
     presets=PRESETS,
     runs=runs_of,
     run=execute,
-    report=aggregate.write,
+    report=report,
     store=results_dir,
     workdir=lambda preset_name: ROOT / "runs" / "metaworld_stale" / preset_name,
     describe=describe,

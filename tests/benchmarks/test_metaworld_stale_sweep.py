@@ -36,10 +36,14 @@ def test_smoke_sweep_runs_every_combination_through_the_runner_resumes_and_repor
 
     # the report, written to a scratch docs folder
     pages = Pages(tmp_path / "docs", tmp_path / "img")
-    page = aggregate.write("smoke", sweep.PRESETS["smoke"], runner.stored(runs, kept), pages).read_text()
+    summaries = runner.stored(runs, kept)
+    page = aggregate.write("smoke", sweep.PRESETS["smoke"], summaries, pages, against=("other", summaries)).read_text()
     assert "| stale | gipo | all |" in page and "Paired final success difference" in page
-    assert (tmp_path / "img" / "metaworld_stale_curves.png").exists()
-    assert (tmp_path / "docs" / "metaworld_stale_runs.csv").exists()
+    assert (tmp_path / "img" / "metaworld_stale_smoke_curves.png").exists()
+    assert (tmp_path / "docs" / "metaworld_stale_smoke_runs.csv").exists()
+    # paired with another preset's runs (here: themselves, so every difference is exactly 0)
+    assert "### Against the `other` preset" in page
+    assert "- GIPO (stale), final success: +0.00 over 1 paired runs → too few pairs" in page
 
 
 def test_runs_come_block_by_block_and_seed_by_seed():
