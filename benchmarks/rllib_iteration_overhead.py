@@ -15,8 +15,9 @@ updates per round on copies of one sampled batch (10 epochs of minibatches, no s
 The measurement is repeated in `--rounds` rounds; each round's ratio is the ratio of its medians, and
 the report gives the median ratio over rounds with its spread (min–max); a median that misses its
 target while the spread's low end meets it is "within noise" (`benchmarks.report.verdict`).
-`--pause-sweep PATTERN` stops the processes matching `PATTERN` (`pgrep -f`) during each round and
-always continues them afterwards (only the ones it stopped); rounds are kept under 5 minutes.
+`--pause-sweep PATTERN` stops the processes matching `PATTERN` (`pgrep -f`) and their descendants
+during each round and always continues them afterwards (only the ones it stopped;
+`benchmarks.machine.paused`); rounds are kept under 5 minutes.
 Written to `docs/benchmarks/rllib_iteration_overhead.{csv,md}`.
 
     python -m benchmarks.rllib_iteration_overhead --rounds 5 --pause-sweep gipo_plugins.torchrl.recipe
@@ -25,61 +26,25 @@ Written to `docs/benchmarks/rllib_iteration_overhead.{csv,md}`.
 from __future__ import annotations
 
 import argparse
-import atexit
 import copy
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager, suppress
 
 import ray
 import torch
 from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
+from benchmarks.machine import paused
 from benchmarks.report import verdict, write_report
 from gipo_plugins.rllib import AGIPOConfig, GIPOConfig
 from gipo_plugins.rllib.recipe import metaworld_config
 
 TARGETS = {("PPO", "learner update, same batch"): 1.05, ("PPO", "iteration"): 1.02, ("APPO", "iteration"): 1.03}
 """Targets on the CPU-time ratios."""
-
-
-@contextmanager
-def paused(pattern: str | None):
-    """SIGSTOP the running processes matching `pattern` for the block; SIGCONT exactly those afterwards."""
-    if not pattern:
-        yield
-        return
-    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    stopped = []
-
-    def resume() -> None:
-        while stopped:
-            with suppress(ProcessLookupError):
-                os.kill(stopped.pop(), signal.SIGCONT)
-
-    atexit.register(resume)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below on SIGTERM too
-    try:
-        for pid in map(int, found):
-            if pid == os.getpid():  # its own command line names the pattern too
-                continue
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-            if state != "T":  # leave alone what someone else stopped: we would not know when to continue it
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-        yield
-    finally:
-        resume()
-        atexit.unregister(resume)
-        signal.signal(signal.SIGTERM, previous)
 
 
 def configure(config, args, appo: bool):
