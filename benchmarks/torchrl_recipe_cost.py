@@ -8,19 +8,22 @@ loss on every step and uses only its critic term off actor steps: the same updat
 the parameters are bitwise equal), more compute. Both variants run in this one process,
 alternating, on the stale regime's defaults (reach-v3, 500 env steps, one torch thread); an
 iteration's time is its collection plus its updates (evaluation excluded), and both parts are
-reported. Writes `docs/benchmarks/torchrl_recipe_cost.{csv,md}`:
+reported. `--pause-pattern` stops background work matching it (with its descendants) during each
+repeat (`benchmarks.machine.paused`). Writes `docs/benchmarks/torchrl_recipe_cost.{csv,md}`:
 
 ```
-python -m benchmarks.torchrl_recipe_cost --iterations 8 --repeats 3
+python -m benchmarks.torchrl_recipe_cost --iterations 8 --repeats 3 --pause-pattern benchmarks.metaworld_stale
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 
+from benchmarks.machine import busy_cores, paused
 from benchmarks.report import write_report
 from gipo_plugins.torchrl.recipe import RecipeConfig, train
 
@@ -45,11 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=8, help="iterations per run")
     p.add_argument("--skip", type=int, default=2, help="first iterations left out (warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant, alternating")
+    p.add_argument("--pause-pattern", default=None, help="pgrep -f pattern of processes (with descendants) to stop")
     args = p.parse_args(argv)
+    busy = []
     times: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     ratios: dict[str, list[float]] = {"total": [], "update": []}
     for repeat in range(args.repeats):
-        run = {full: iteration_seconds(full, args.iterations, args.skip, repeat) for full in (False, True)}
+        with paused(args.pause_pattern):
+            busy.append(busy_cores())
+            run = {full: iteration_seconds(full, args.iterations, args.skip, repeat) for full in (False, True)}
         for full, values in run.items():
             times[full] += values
         for part in ratios:
@@ -82,9 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         "torchrl_recipe_cost",
         "TorchRL recipe: critic-only reuse steps vs the full loss on every step",
         "Made by `python -m benchmarks.torchrl_recipe_cost "
-        f"--iterations {args.iterations} --repeats {args.repeats}` on a 2-core CPU, one torch thread, the other "
-        "core idle (the background sweep paused). Seconds per training iteration = collection of 500 env steps + "
-        "100 optimizer steps (10 of them with the actor); medians; the first "
+        f"--iterations {args.iterations} --repeats {args.repeats}"
+        + (f" --pause-pattern {args.pause_pattern}" if args.pause_pattern else "")
+        + f"` on a {os.cpu_count()}-core CPU, one torch thread; cores busy before each repeat (background work "
+        f"paused): {', '.join(f'{b:.2f}' for b in busy)}. Seconds per training iteration = collection of 500 env "
+        "steps + 100 optimizer steps (10 of them with the actor); medians; the first "
         f"{args.skip} iterations of each run are left out.",
         rows,
         {

@@ -18,13 +18,21 @@ per-iteration history) comes back through Ray and is kept, gzipped, in
 `benchmarks/metaworld_stale/results/<preset>/` (tracked: the report is rebuilt from it), the log
 tail in `runs/metaworld_stale/<preset>/` (ignored by git). Resumable: a run with a kept summary is
 never rerun; a killed sweep continues with the runs that are missing. `--report-only` aggregates
-what has finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*` (other
-presets: `metaworld_stale_<preset>.*`);
-the smoke preset keeps its results and page in its work folder:
+what has finished (`benchmarks.metaworld_stale.aggregate`) into `docs/benchmarks/metaworld_stale.*`
+(other presets: `metaworld_stale_<preset>.*`); the smoke preset keeps its results and page in its
+work folder.
+
+Run times, one run per core: an iteration (500 env steps, 100 optimizer steps) takes ~2 s on the
+machine of `docs/benchmarks/torchrl_recipe_vs_reference.md` (one torch thread), and each greedy
+evaluation of 5 episodes (with the run's other per-iteration work) ~6 s. A `small` run (300
+iterations, 13 evaluations) thus takes ~12 min — the committed ones took a median 12.2 min, two at
+a time on 2 cores — so the 48 runs ~5 h on 2 cores; a `paper` run (1000 iterations, 21 evaluations
+of 10 episodes) ~40 min, its 560 runs (8 tasks × 10 seeds × 7 objective-regime pairs) ~360
+CPU-hours, i.e. a cluster (`--address`):
 
 ```
-python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, hours on 2 cores
-python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 8 tasks x 10 seeds x 500k
+python -m benchmarks.metaworld_stale.sweep --preset small                  # 48 runs, ~5 h on 2 cores
+python -m benchmarks.metaworld_stale.sweep --preset paper --address auto   # 560 runs, ~360 CPU-hours
 python -m benchmarks.metaworld_stale.sweep --preset small --report-only    # aggregate finished runs
 python -m benchmarks.metaworld_stale.sweep --preset small_no_anchor --workers 1  # 12 runs, kl_coeff 0
 ```
