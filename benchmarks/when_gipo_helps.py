@@ -161,7 +161,7 @@ def rows() -> list[dict]:
             "final": _cell(final), "auc": _cell(auc), "verdict": _verdict(final, auc),
             "dead_fraction": present_mean([run_set.dead(s) for s in baseline.values()]),
             "log_ratio_p95": present_mean([run_set.drift(s) for s in gipo.values()]),
-            "page": f"[{run_set.page}]({run_set.page})" if final else "– (no run landed yet)",
+            "page": f"[{run_set.page}]({run_set.page})" if gipo or baseline else "– (no run landed yet)",
         })  # fmt: skip
     return out
 
