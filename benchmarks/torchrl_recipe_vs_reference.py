@@ -66,6 +66,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _timed(command: list[str], cwd: str, what: str) -> tuple[float, float, str]:
+    """Run `command` in `cwd` with one thread: its wall and CPU seconds and its stdout (an error names `what`)."""
+    cpu, tick = _children_cpu(), time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=os.environ | ENV, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - tick, _children_cpu() - cpu
+    if done.returncode:
+        raise RuntimeError(f"{what} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return wall, cpu, done.stdout
+
+
 def run_reference(script: str, iterations: int) -> dict:
     """The authors' script for `iterations` iterations: wall and CPU seconds, and its per-iteration split."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,12 +85,8 @@ def run_reference(script: str, iterations: int) -> dict:
             "--sigma", "1.0", "--sigma-neg-ratio", "1.0", "--log-interval-seconds", "0", "--eval-every-iters", "0",
             "--log-dir", tmp,
         ]  # fmt: skip
-        cpu, tick = _children_cpu(), time.perf_counter()
-        done = subprocess.run(command, cwd=tmp, env=os.environ | ENV, capture_output=True, text=True)
-        wall, cpu = time.perf_counter() - tick, _children_cpu() - cpu
-    if done.returncode:
-        raise RuntimeError(f"the authors' script failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    split = [(int(i), float(c), float(u)) for i, c, u in ITERATION_LINE.findall(done.stdout)]
+        wall, cpu, stdout = _timed(command, tmp, "the authors' script")
+    split = [(int(i), float(c), float(u)) for i, c, u in ITERATION_LINE.findall(stdout)]
     if len(split) != iterations:
         raise RuntimeError(f"expected {iterations} iteration lines, parsed {len(split)}")
     return {"wall": wall, "cpu": cpu, "collect": [c for _, c, _ in split], "update": [u for _, _, u in split]}
@@ -95,11 +101,7 @@ def run_recipe(iterations: int) -> dict:
             "--sigma", "1.0", "--sigma-neg-ratio", "1.0", "--threads", "1", "--eval-every", "0",
             "--eval-episodes", "1", "--no-progress", "--logdir", tmp, "--run-name", "bench",
         ]  # fmt: skip
-        cpu, tick = _children_cpu(), time.perf_counter()
-        done = subprocess.run(command, cwd=tmp, env=os.environ | ENV, capture_output=True, text=True)
-        wall, cpu = time.perf_counter() - tick, _children_cpu() - cpu
-        if done.returncode:
-            raise RuntimeError(f"the recipe failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        wall, cpu, _ = _timed(command, tmp, "the recipe")
         history = json.loads((Path(tmp) / "bench.json").read_text())["history"]
     return {
         "wall": wall, "cpu": cpu,

@@ -175,8 +175,8 @@ def write(
     status = f"all {total} runs finished" if not missing else f"{len(summaries)} of {total} runs finished"
     command = f"python -m benchmarks.metaworld_stale.sweep --preset {preset_name}"
     names = {run.name for run in summaries}
-    kl = sorted({s["config"]["kl_coeff"] for s in summaries.values()})
-    kl_term = f"exact KL {', '.join(f'{k:g}' for k in kl)}" if any(kl) else "no KL term (`--kl-coeff 0`)"
+    kl = _kl_coeffs(summaries)
+    kl_term = f"exact KL {kl}" if kl != "0" else "no KL term (`--kl-coeff 0`)"
     description = (
         f"Made by `{command}` ({status}; seeds {seeds}; {preset.total_steps:,} env steps per run; "
         f"{preset.eval_episodes} greedy evaluation episodes every {preset.eval_every} iterations on the same "
@@ -218,7 +218,7 @@ def write(
     )
 
 
-LABELS = {"sapo": "SAPO", "is": "plain IS", "gipo_neg0.5": "GIPO (σ⁻ = 0.5)"}
+LABELS = {"gipo": "GIPO", "ppo_clip": "PPO-clip", "sapo": "SAPO", "is": "plain IS", "gipo_neg0.5": "GIPO (σ⁻ = 0.5)"}
 
 
 def _paired_lines(gipo: dict, other: dict, label: str, tasks: int) -> list[str]:
@@ -262,7 +262,7 @@ def _staleness_lines(preset, groups: dict) -> list[str]:
         s_iqm, s_low, s_high = iqm_with_ci(_scores(stale["runs"], list(tasks), seeds, final_success))
         f_iqm, f_low, f_high = iqm_with_ci(_scores(fresh["runs"], list(tasks), seeds, final_success))
         d = paired([final_success(stale["runs"][k]) - final_success(fresh["runs"][k]) for k in pairs])
-        label = {"gipo": "GIPO", "ppo_clip": "PPO-clip"}.get(variant, LABELS.get(variant, variant))
+        label = LABELS.get(variant, variant)
         verdict = {1: "the stale replay helps", -1: "the stale replay hurts", 0: "no significant difference"}[d.sign]
         lines.append(f"- {label}: final success IQM {s_iqm:.2f} [{s_low:.2f}, {s_high:.2f}] stale vs {f_iqm:.2f} "
                      f"[{f_low:.2f}, {f_high:.2f}] fresh; paired stale − fresh {d.mean:+.2f} [{d.low:+.2f}, "
@@ -364,20 +364,25 @@ def findings(preset, groups: dict, rows: list[dict]) -> str:
     return "\n".join(lines + _staleness_lines(preset, groups))
 
 
+def _kl_coeffs(summaries: dict) -> str:
+    """The runs' KL coefficients (`kl_coeff`), distinct and sorted: e.g. `"0.1"`, `"0"` or `"0, 0.1"`."""
+    return ", ".join(f"{k:g}" for k in sorted({s["config"]["kl_coeff"] for s in summaries.values()}))
+
+
 def _against_lines(groups: dict, against: tuple[str, dict] | None) -> str:
     """Each objective paired with itself in the `against` preset (same regime, task and seed), these − those."""
     if not against or not against[1]:
         return ""
     other_name, other = against
     others = _groups(other)
-    kl = ", ".join(f"{k:g}" for k in sorted({s["config"]["kl_coeff"] for s in other.values()}))
+    kl = _kl_coeffs(other)
     lines = []
     for (regime, variant), group in groups.items():
         theirs = others.get((regime, variant))
         if not theirs:
             continue
         pairs = sorted(set(group["runs"]) & set(theirs["runs"]))
-        label = {"gipo": "GIPO", "ppo_clip": "PPO-clip"}.get(variant, LABELS.get(variant, variant))
+        label = LABELS.get(variant, variant)
         for score_name, score in (("final success", final_success), ("AUC", auc)):
             d = paired([score(group["runs"][k]) - score(theirs["runs"][k]) for k in pairs])
             verdict = ({1: "higher here", -1: f"higher in `{other_name}`", 0: "no significant difference"}[d.sign]
