@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from benchmarks import runner
@@ -61,12 +62,17 @@ def _second_half(key: str) -> Callable[[dict], float]:
     return mean
 
 
+@cache
+def _sweep_store(preset_name: str) -> dict:
+    """A TorchRL sweep preset's stored runs, read once (several rows score the same store)."""
+    return runner.stored(sweep.runs_of(sweep.PRESETS[preset_name]), sweep.results_dir(preset_name))
+
+
 def _torchrl(regime: str, preset_name: str = "small", tasks: tuple[str, ...] = ()) -> Callable[[], tuple[dict, dict]]:
     """The TorchRL sweep's GIPO and PPO-clip runs of `preset_name` in `regime` (only `tasks`, if given)."""
 
     def load() -> tuple[dict, dict]:
-        preset = sweep.PRESETS[preset_name]
-        runs = runner.stored(sweep.runs_of(preset), sweep.results_dir(preset_name))
+        runs = _sweep_store(preset_name)
         arms = {v: {(r.task, r.seed): s for r, s in runs.items()
                     if r.regime == regime and r.variant == v and (not tasks or r.task in tasks)}
                 for v in ("gipo", "ppo_clip")}  # fmt: skip
