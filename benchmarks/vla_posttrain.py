@@ -18,7 +18,12 @@ The anchor (`--behaviour-kl-coeff`, the trainer's `gipo_behaviour_kl_coeff`: β�
 exact over the action tokens) is set explicitly in every preset. `full` and `smoke` ran before the
 trainer had it and keep it at 0, so a resumed run is the same experiment; `anchored` (issue 24's run
 set 3) is `full` with β = 0.1 in both arms — the published method's anchor — and reports to its own
-page, `docs/benchmarks/vla_metaworld_anchored.md`.
+page, `docs/benchmarks/vla_metaworld_anchored.md`. Two more presets change one thing of `full` each:
+`two_pass` (run set 2, the update rate) reuses each batch for 2 passes instead of 8 over the same 15
+batches of episodes (30 optimizer steps instead of 120, evaluations after 15 and 30), both arms;
+`sigma05` (run set 4) runs GIPO alone at σ = 0.5 (AcceRL's asynchronous demo) and takes its dapo arm
+from `full`, whose dapo runs are the same experiment (dapo does not read σ). A preset that names
+another in `against` is paired with it on its page: each arm with itself there, same seed.
 
 Each run is `examples/vla_metaworld.py` in its own process, run by the study runner
 (`benchmarks.runner`): a Ray task per run (`--workers` at a time here, or a cluster with
@@ -39,6 +44,8 @@ python -m benchmarks.vla_posttrain --preset smoke
 python -m benchmarks.vla_posttrain --preset full --workers 2     # the estimated cost is in the docs page
 python -m benchmarks.vla_posttrain --preset full --report-only   # the page from the runs finished so far
 python -m benchmarks.vla_posttrain --preset anchored --workers 2 # run set 3: the same A/B, anchor 0.1 in both arms
+python -m benchmarks.vla_posttrain --preset two_pass --workers 2 # run set 2: 2 passes per batch, same episodes
+python -m benchmarks.vla_posttrain --preset sigma05 --workers 2  # run set 4: GIPO at sigma 0.5 against full's dapo
 ```
 """
 
@@ -81,18 +88,27 @@ class Preset:
     page: str = "vla_metaworld"
     """Base name of the report under `docs/benchmarks/` (and of its figure under `docs/img/`)."""
     title: str = "Stale VLA post-training on Meta-World from pixels"
+    against: str = ""
+    """A preset whose runs differ from these only in `example_args`: the page pairs each arm with itself there, and
+    takes from it the arms this preset does not run (a baseline the change leaves untouched)."""
 
     @property
     def anchor(self) -> float:
         """The anchor coefficient β both arms run with (`--behaviour-kl-coeff`, which every preset sets)."""
         return float(self.example_args[self.example_args.index("--behaviour-kl-coeff") + 1])
 
+    @property
+    def sigma(self) -> float:
+        """GIPO's σ (`--sigma`; the example's default, 1, where the preset does not set it)."""
+        args = self.example_args
+        return float(args[args.index("--sigma") + 1]) if "--sigma" in args else 1.0
 
-_FULL_ARGS = (
-    "--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6",
-    "--num-iterations", "8", "--max-steps", "120", "--episodes-per-step", "8", "--num-generations", "4",
-    "--horizon", "60", "--lr", "3e-4", "--eval-goals", "50", "--eval-every", "60", "--eval-horizon", "100",
-)  # fmt: skip
+
+_SFT_ARGS = ("--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6")
+_TRAIN_ARGS = ("--episodes-per-step", "8", "--num-generations", "4", "--horizon", "60", "--lr", "3e-4",
+               "--eval-goals", "50", "--eval-horizon", "100")  # fmt: skip
+_FULL_ARGS = (*_SFT_ARGS, "--num-iterations", "8", "--max-steps", "120", *_TRAIN_ARGS, "--eval-every", "60")
+_TWO_PASS_ARGS = (*_SFT_ARGS, "--num-iterations", "2", "--max-steps", "30", *_TRAIN_ARGS, "--eval-every", "15")
 PRESETS = {
     "full": Preset(
         ("gipo", "dapo"), tuple(range(10)),
@@ -103,7 +119,19 @@ PRESETS = {
         ("gipo", "dapo"), tuple(range(10)),
         (*_FULL_ARGS, "--behaviour-kl-coeff", "0.1"),
         report=True, page="vla_metaworld_anchored",
-        title="Stale VLA post-training on Meta-World from pixels, anchor 0.1 in both arms",
+        title="Stale VLA post-training on Meta-World from pixels, anchor 0.1 in both arms", against="full",
+    ),
+    "two_pass": Preset(  # issue 24, run set 2: the same 15 batches of episodes, each reused for 2 passes, not 8
+        ("gipo", "dapo"), tuple(range(10)),
+        (*_TWO_PASS_ARGS, "--behaviour-kl-coeff", "0.0"),
+        report=True, page="vla_metaworld_two_pass",
+        title="VLA post-training on Meta-World from pixels, 2 passes per batch", against="full",
+    ),
+    "sigma05": Preset(  # issue 24, run set 4: GIPO at sigma 0.5; dapo's arm is full's (dapo does not read sigma)
+        ("gipo",), tuple(range(10)),
+        (*_FULL_ARGS, "--behaviour-kl-coeff", "0.0", "--sigma", "0.5"),
+        report=True, page="vla_metaworld_sigma05",
+        title="Stale VLA post-training on Meta-World from pixels, GIPO at σ = 0.5", against="full",
     ),
     "smoke": Preset(
         ("gipo", "dapo"), (0, 1),
@@ -185,8 +213,12 @@ def describe(summary: dict) -> str:
 
 
 def _report(preset_name: str, preset: Preset, summaries: dict, pages: Pages, command: str | None = None) -> Path:
+    against = None
+    if preset.against:
+        other = PRESETS[preset.against]
+        against = (preset.against, list(runner.stored(runs_of(other), RESULTS / preset.against).values()))
     return report(preset, list(summaries.values()), command or f"python -m benchmarks.vla_posttrain --preset "
-                  f"{preset_name}", pages)  # fmt: skip
+                  f"{preset_name}", pages, against=against)  # fmt: skip
 
 
 STUDY = runner.Study(
@@ -204,8 +236,9 @@ STUDY = runner.Study(
 )
 
 
-def staleness(result: dict) -> dict[str, float]:
-    """A run's training diagnostics: mean and max over steps of $|\\log r|$ p95, and its dead fraction."""
+def staleness(result: dict, sigma: float = 1.0) -> dict[str, float]:
+    """A run's training diagnostics: mean and max over steps of $|\\log r|$ p95, the fraction of steps where it exceeds
+    GIPO's σ, and its dead fraction."""
     metrics = result["train_metrics"]
     p95 = [v for v in metrics["stale/log_ratio_abs_p95"] if v is not None]
     dead = metrics.get(DEAD.get(result["loss_type"], "clip_ratio/region_mean"), [])
@@ -213,13 +246,13 @@ def staleness(result: dict) -> dict[str, float]:
         "log_ratio_abs_mean": present_mean(metrics["stale/log_ratio_abs_mean"]),
         "log_ratio_abs_p95": present_mean(p95),
         "log_ratio_abs_p95_max": max(p95, default=float("nan")),
-        "binding_steps": float(np.mean([v > 1.0 for v in p95])) if p95 else float("nan"),  # p95 beyond sigma = 1
+        "binding_steps": float(np.mean([v > sigma for v in p95])) if p95 else float("nan"),
         "dead_fraction": present_mean(dead),
         "trust_weight_mean": present_mean(metrics.get("gipo/trust_weight_mean", [])),
     }
 
 
-def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], list[dict]]:
+def summarize(results: list[dict], loss_types: list[str], sigma: float = 1.0) -> tuple[list[dict], list[dict]]:
     """Per-loss rows (success with 95 % CIs over seeds, diagnostics) and paired differences against the first loss.
 
     Raises:
@@ -233,7 +266,7 @@ def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], l
             raise ValueError(f"no finished runs for loss_type {loss!r}")
         final = np.array([r["final_success"] for r in runs])
         mean, low, high = mean_with_ci(final)
-        diagnostics = [staleness(r) for r in runs]
+        diagnostics = [staleness(r, sigma) for r in runs]
         rows.append({
             "loss_type": loss, "seeds": len(runs), "sft_success": runs[0]["sft_success"],
             "final_mean": mean, "final_ci_low": low, "final_ci_high": high,
@@ -247,17 +280,47 @@ def summarize(results: list[dict], loss_types: list[str]) -> tuple[list[dict], l
             "per_seed": " ".join(f"{f:.2f}" for f in final),
         })  # fmt: skip
     reference, *others = loss_types
+    final = {(r["loss_type"], r["seed"]): r["final_success"] for r in results}
     pairs = []
     for loss in others:
         seeds = sorted({r["seed"] for r in by_loss[reference]} & {r["seed"] for r in by_loss[loss]})
-        final = {(r["loss_type"], r["seed"]): r["final_success"] for r in results}
-        differences = np.array([final[reference, s] - final[loss, s] for s in seeds])
-        mean, low, high = mean_with_ci(differences)
-        separated = len(seeds) >= MIN_PAIRS and bool(low > 0 or high < 0)  # no verdict from a handful of pairs
-        pairs.append({"comparison": f"{reference} - {loss}", "pairs": len(seeds), "mean_difference": mean,
-                      "ci_low": low, "ci_high": high, "separated": separated,
-                      "pairs_needed": pairs_needed(differences) if len(seeds) > 1 else None})  # fmt: skip
+        pairs.append(_pair(f"{reference} - {loss}", [final[reference, s] - final[loss, s] for s in seeds]))
     return rows, pairs
+
+
+def _pair(comparison: str, differences: list[float]) -> dict:
+    """Paired differences of final success: mean, 95 % interval, verdict (none below `MIN_PAIRS`)."""
+    differences = np.array(differences)
+    mean, low, high = mean_with_ci(differences)
+    separated = len(differences) >= MIN_PAIRS and bool(low > 0 or high < 0)  # no verdict from a handful of pairs
+    return {"comparison": comparison, "pairs": len(differences), "mean_difference": mean, "ci_low": low,
+            "ci_high": high, "separated": separated,
+            "pairs_needed": pairs_needed(differences) if len(differences) > 1 else None}  # fmt: skip
+
+
+def _pair_line(p: dict) -> str:
+    line = (f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
+            f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — ")  # fmt: skip
+    if p["pairs"] < MIN_PAIRS:
+        return line + f"too few pairs for a verdict (it needs ≥ {MIN_PAIRS})"
+    if p["separated"]:
+        return line + "separated"
+    line += "not separated"
+    if p["pairs_needed"] and p["mean_difference"] != 0:
+        line += f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"
+    return line
+
+
+def against_lines(results: list[dict], name: str, other: list[dict]) -> list[str]:
+    """Each arm of this preset paired with itself in preset `name` (same seed): this page's run − that preset's."""
+    theirs = {(r["loss_type"], r["seed"]): r["final_success"] for r in other}
+    lines = []
+    for loss in dict.fromkeys(r["loss_type"] for r in results):
+        ours = {r["seed"]: r["final_success"] for r in results if r["loss_type"] == loss}
+        seeds = sorted(s for s in ours if (loss, s) in theirs)
+        if seeds:
+            lines.append(_pair_line(_pair(f"{loss}: this page − `{name}`", [ours[s] - theirs[loss, s] for s in seeds])))
+    return [f"\n**Against `{name}`**, each arm with itself there (same seed; final success):", *lines] if lines else []
 
 
 def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
@@ -289,63 +352,68 @@ def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def drift_note(rows: list[dict], anchor: float = 0.0) -> list[str]:
+def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0, passes: int = 8) -> list[str]:
     r"""How far GIPO's policy moved from the acting one against each clipped loss, and the gradient weight left there.
 
-    At $\sigma = 1$ a token with positive advantage keeps the gradient weight $w \cdot r = \exp(\ell - \ell^2/2)$
-    at log-ratio $\ell$ (largest, $e^{1/2}$, at $\ell = 1$), where a clipped loss stops at $\ell = \log(1 + \epsilon)$.
+    A token with positive advantage keeps the gradient weight $w \cdot r = \exp(\ell - \ell^2 / 2\sigma^2)$ at
+    log-ratio $\ell$ (largest, $e^{\sigma^2/2}$, at $\ell = \sigma^2$), where a clipped loss stops at
+    $\ell = \log(1 + \epsilon)$.
     """
     by_loss = {r["loss_type"]: r for r in rows}
     gipo = by_loss.get("gipo")
     if gipo is None:
         return []
     ell = gipo["log_ratio_abs_p95"]
+    weight = math.exp(ell - ell**2 / (2 * sigma**2))
     lines = []
     for loss, row in by_loss.items():
         if loss == "gipo" or not ell > row["log_ratio_abs_p95"]:
             continue
         lines.append(
             f"- **Drift**: GIPO's per-step $|\\log r|$ p95 averages {ell:.2f} (max "
-            f"{gipo['log_ratio_abs_p95_max']:.1f}) against {loss}'s {row['log_ratio_abs_p95']:.2f}. At σ = 1 a token "
-            f"with positive advantage still has the gradient weight $w \\cdot r = \\exp(\\ell - \\ell^2/2)$ = "
-            f"{math.exp(ell - ell**2 / 2):.2f} at $\\ell$ = {ell:.2f}, where {loss}'s clip has stopped it: GIPO has "
+            f"{gipo['log_ratio_abs_p95_max']:.1f}) against {loss}'s {row['log_ratio_abs_p95']:.2f}. At σ = {sigma:g} a "
+            f"token with positive advantage still has the gradient weight $w \\cdot r = \\exp(\\ell - \\ell^2/"
+            f"{2 * sigma**2:g})$ = {weight:.2f} at $\\ell$ = {ell:.2f}, where {loss}'s clip has stopped it: GIPO has "
             + (
                 f"no hard trust region; here both arms ran with the anchor β = {anchor:g} · KL(π_behaviour ‖ π_θ), "
                 "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; this A/B does not "
                 "test it."
                 if anchor > 0
-                else "no hard trust region, and reusing each batch for many passes with no KL term lets that weight "
-                "carry the policy far from the one that acted. A smaller σ (AcceRL's demo uses 0.5) or a KL penalty "
-                "would bound it; this A/B does not test them."
+                else f"no hard trust region, and reusing each batch for {passes} passes with no KL term lets that "
+                "weight carry the policy far from the one that acted. "
+                + (
+                    "A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound it; this A/B does not test them."
+                    if sigma >= 1
+                    else f"This A/B tests the smaller σ = {sigma:g} (AcceRL's demo), which bounds that weight sooner."
+                )
             )
         )
     return lines
 
 
-def report(preset: Preset, results: list[dict], command: str, pages: Pages | None = None) -> Path:
-    """Write `docs/benchmarks/<preset.page>.{csv,md}` and the figure (or into `pages`)."""
-    loss_types = list(preset.loss_types)
-    rows, pairs = summarize(results, loss_types)
+def report(
+    preset: Preset, results: list[dict], command: str, pages: Pages | None = None,
+    against: tuple[str, list[dict]] | None = None,
+) -> Path:  # fmt: skip
+    """Write `docs/benchmarks/<preset.page>.{csv,md}` and the figure (or into `pages`).
+
+    `against` is `(preset name, its finished runs)` of the preset `preset.against` names: the arms this preset does
+    not run are taken from it (on this preset's seeds), and each arm it does run is paired with itself there.
+    """
+    seeds = sorted({r["seed"] for r in results})
+    name, other = against or ("", [])
+    borrowed = [r for r in other if r["loss_type"] not in preset.loss_types and r["seed"] in seeds]
+    loss_types = [*preset.loss_types, *dict.fromkeys(r["loss_type"] for r in borrowed)]
+    everything = results + borrowed
+    args = results[0]["args"]
+    rows, pairs = summarize(everything, loss_types, preset.sigma)
     img = IMG if pages is None else pages.img
     img.mkdir(parents=True, exist_ok=True)
     image = img / f"{preset.page}_stale.png"
-    plot(results, loss_types, image)
-    args = results[0]["args"]
-    lines = []
-    for p in pairs:
-        line = (f"- **{p['comparison']}** (paired by seed, {p['pairs']} pairs): {100 * p['mean_difference']:+.1f} "
-                f"points, 95 % CI [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] — ")  # fmt: skip
-        if p["pairs"] < MIN_PAIRS:
-            line += f"too few pairs for a verdict (it needs ≥ {MIN_PAIRS})"
-        elif p["separated"]:
-            line += "separated"
-        else:
-            line += "not separated"
-            if p["pairs_needed"] and p["mean_difference"] != 0:
-                line += f"; at this spread an interval excluding 0 would take about {p['pairs_needed']} paired seeds"
-        lines.append(line)
-    lines += drift_note(rows, preset.anchor)
-    seeds = sorted({r["seed"] for r in results})
+    plot(everything, loss_types, image)
+    lines = [_pair_line(p) for p in pairs]
+    lines += drift_note(rows, preset.anchor, preset.sigma, args["num_iterations"])
+    lines += against_lines(results, name, other)
     partial = len(seeds) < len(preset.seeds)
     description = (
         (
@@ -360,12 +428,19 @@ def report(preset: Preset, results: list[dict], command: str, pages: Pages | Non
         f"steps), each batch reused for **{args['num_iterations']} passes** (stale). Success = greedy policy solved "
         f"at the last of {args['eval_horizon']} steps, on {args['eval_goals']} goals; seeds are post-training seeds. "
         "Dead fraction: GIPO's tokens with $w < 10^{-3}$; dapo's clipped tokens. Binding steps: fraction of "
-        "optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = 1$."
+        f"optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = {preset.sigma:g}$."
         + (
             f" Both arms add the anchor **β = {preset.anchor:g} · KL(π_behaviour ‖ π_θ)**, exact over the 256 action "
             "tokens of each dimension from the categorical stored when the episode was acted "
             "(`gipo_behaviour_kl_coeff`)."
             if preset.anchor > 0
+            else ""
+        )
+        + (f" GIPO runs at **σ = {preset.sigma:g}**." if preset.sigma != 1 else "")
+        + (
+            f" The {', '.join(loss_types[len(preset.loss_types) :])} arm is `{name}`'s runs on the same seeds: this "
+            "preset changes nothing that arm reads."
+            if borrowed
             else ""
         )
         + f"\n\n![curves](../img/{image.name})"

@@ -91,13 +91,23 @@ def _appo(preset_name: str) -> Callable[[], tuple[dict, dict]]:
     return load
 
 
-def _vla() -> tuple[dict, dict]:
-    from benchmarks import vla_posttrain
+def _vla(preset_name: str) -> Callable[[], tuple[dict, dict]]:
+    """A VLA preset's GIPO and dapo arms; an arm the preset does not run is its `against` preset's (same seeds)."""
 
-    preset = vla_posttrain.PRESETS["full"]
-    runs = runner.stored(vla_posttrain.runs_of(preset), vla_posttrain.RESULTS / "full")
-    arms = {arm: {("reach-v3", r.seed): s for r, s in runs.items() if r.loss_type == arm} for arm in ("gipo", "dapo")}
-    return arms["gipo"], arms["dapo"]
+    def load() -> tuple[dict, dict]:
+        from benchmarks import vla_posttrain
+
+        def arm(name: str, loss: str) -> dict:
+            runs = runner.stored(vla_posttrain.runs_of(vla_posttrain.PRESETS[name]), vla_posttrain.RESULTS / name)
+            return {("reach-v3", r.seed): s for r, s in runs.items() if r.loss_type == loss}
+
+        preset = vla_posttrain.PRESETS[preset_name]
+        gipo = arm(preset_name, "gipo")
+        if "dapo" in preset.loss_types:
+            return gipo, arm(preset_name, "dapo")
+        return gipo, {key: s for key, s in arm(preset.against, "dapo").items() if key in gipo}
+
+    return load
 
 
 def _vla_metric(key: str) -> Callable[[dict], float]:
@@ -132,8 +142,20 @@ RUN_SETS = (
            _appo("light"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
            _second_half("log_ratio_abs_p95")),
     RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
-           "none", "8 passes per batch", "vla_metaworld.md", _vla, lambda s: s["final_success"], None,
+           "none", "8 passes per batch", "vla_metaworld.md", _vla("full"), lambda s: s["final_success"], None,
            _vla_metric("clip_ratio/region_mean"), _vla_metric("stale/log_ratio_abs_p95")),
+    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+           "exact KL 0.1 over the action tokens, both arms", "8 passes per batch", "vla_metaworld_anchored.md",
+           _vla("anchored"), lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
+           _vla_metric("stale/log_ratio_abs_p95")),
+    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+           "none", "2 passes per batch (the same 15 batches)", "vla_metaworld_two_pass.md", _vla("two_pass"),
+           lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
+           _vla_metric("stale/log_ratio_abs_p95")),
+    RunSet("VLA trainer, GIPO at σ = 0.5 (10 seeds), vs TRL's dapo (the first VLA row's runs)",
+           "epoch reuse of each batch", "none", "8 passes per batch", "vla_metaworld_sigma05.md", _vla("sigma05"),
+           lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
+           _vla_metric("stale/log_ratio_abs_p95")),
 )  # fmt: skip
 
 

@@ -110,3 +110,59 @@ def test_drift_note_gives_the_gradient_weight_left_at_gipos_log_ratio():
     assert "= 1.65 at" in line  # exp(1 - 1/2), the largest weight w * r takes
     rows[0]["log_ratio_abs_p95"] = 0.2  # GIPO moved less than dapo: nothing to explain
     assert drift_note(rows) == []
+
+
+def _args(preset) -> dict[str, str]:
+    return dict(zip(preset.example_args[::2], preset.example_args[1::2], strict=True))
+
+
+def test_run_set_2_and_4_presets_change_one_thing_of_full():
+    """two_pass: the same 15 batches of episodes at 2 passes each; sigma05: GIPO alone at sigma 0.5, dapo from full."""
+    full, two_pass, sigma05 = (_args(PRESETS[name]) for name in ("full", "two_pass", "sigma05"))
+    changed = {k for k in full if two_pass[k] != full[k]}
+    assert changed == {"--num-iterations", "--max-steps", "--eval-every"} and two_pass.keys() == full.keys()
+    assert (
+        int(two_pass["--max-steps"]) // int(two_pass["--num-iterations"])
+        == 15
+        == (int(full["--max-steps"]) // int(full["--num-iterations"]))
+    )  # the same number of batches of episodes, so the same data
+    assert int(two_pass["--num-iterations"]) == 2 and int(two_pass["--eval-every"]) * 2 == int(two_pass["--max-steps"])
+    assert sigma05 == full | {"--sigma": "0.5"} and (PRESETS["sigma05"].sigma, PRESETS["full"].sigma) == (0.5, 1.0)
+    assert PRESETS["sigma05"].loss_types == ("gipo",) and PRESETS["two_pass"].loss_types == ("gipo", "dapo")
+    assert {PRESETS[n].against for n in ("anchored", "two_pass", "sigma05")} == {"full"} and not PRESETS["full"].against
+    reporting = [preset for preset in PRESETS.values() if preset.report]
+    assert len({preset.page for preset in reporting}) == len(reporting)  # each its own page, figure and results
+
+
+def _results(preset, finals: dict[tuple[str, int], float], p95: list[float]) -> list[dict]:
+    args = {k.lstrip("-").replace("-", "_"): v for k, v in _args(preset).items()}
+    args["num_iterations"] = int(args["num_iterations"])
+    runs = []
+    for (loss, seed), final in finals.items():
+        run = summary(loss, seed, final, p95, 0.01) | {"args": args}
+        run["curve"] = [{"episodes": 0, "eval_success_rate": 0.2}, {"episodes": 8, "eval_success_rate": final}]
+        runs.append(run)
+    return runs
+
+
+def test_a_preset_against_another_borrows_the_arms_it_does_not_run_and_pairs_each_arm_with_itself(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
+    monkeypatch.setattr(benchmarks.vla_posttrain, "IMG", tmp_path)
+    full = _results(PRESETS["full"], {(loss, s): 0.3 if loss == "gipo" else 0.4 for s in range(10)
+                                      for loss in ("gipo", "dapo")}, [0.3])  # fmt: skip
+    # sigma 0.5, 6 seeds: GIPO at 0.5 + 0.01 seed, its p95 0.7 binds at sigma 0.5 (not at 1)
+    ours = _results(PRESETS["sigma05"], {("gipo", s): 0.5 + 0.01 * s for s in range(6)}, [0.7])
+    page = report(PRESETS["sigma05"], ours, "python -m benchmarks.vla_posttrain --preset sigma05",
+                  against=("full", full)).read_text()  # fmt: skip
+    assert "**Partial: 6 of the preset's 10 seeds per loss have run**" in page
+    assert "| dapo | 6 |" in page  # full's dapo runs, on this preset's seeds only
+    assert "The dapo arm is `full`'s runs on the same seeds" in page and "GIPO runs at **σ = 0.5**" in page
+    assert "- **gipo - dapo** (paired by seed, 6 pairs): +12.5 points" in page  # mean of 0.5 + 0.01 s - 0.4
+    assert "- **gipo: this page − `full`** (paired by seed, 6 pairs): +22.5 points" in page
+    assert "dapo: this page" not in page  # a borrowed arm is not paired with itself
+    assert "exceeds $\\sigma = 0.5$" in page
+    gipo_row = next(line for line in page.splitlines() if line.startswith("| gipo |"))
+    assert gipo_row.split("|")[-4].strip() == "1.000"  # binding steps: every p95 (0.7) exceeds sigma 0.5
+    assert "\\ell^2/0.5" in page and "This A/B tests the smaller σ = 0.5" in page
