@@ -22,8 +22,15 @@ page, `docs/benchmarks/vla_metaworld_anchored.md`. Two more presets change one t
 `two_pass` (run set 2, the update rate) reuses each batch for 2 passes instead of 8 over the same 15
 batches of episodes (30 optimizer steps instead of 120, evaluations after 15 and 30), both arms;
 `sigma05` (run set 4) runs GIPO alone at σ = 0.5 (AcceRL's asynchronous demo) and takes its dapo arm
-from `full`, whose dapo runs are the same experiment (dapo does not read σ). A preset that names
-another in `against` is paired with it on its page: each arm with itself there, same seed.
+from `full`, whose dapo runs are the same experiment (dapo does not read σ). `fifo` (run set 7) is the
+paper's stale regime: each optimizer step's batch of 8 is 4 fresh episodes (one goal's group) and 4
+replayed as acted — behaviour log-probs, categorical and advantages stored then, never re-scored —
+from a FIFO of the 32 most recent earlier episodes (the trainer's `replay_episodes` /
+`fresh_episodes`), one pass each, 30 steps (124 episodes acted). Each episode is then used about
+twice, as in `two_pass`, with the same number of optimizer steps, so `fifo` is paired against
+`two_pass`: what differs is that the second use comes from a policy up to 8 generations behind.
+A preset that names another in `against` is paired with it on its page: each arm with itself there,
+same seed.
 
 Each run is `examples/vla_metaworld.py` in its own process, run by the study runner
 (`benchmarks.runner`): a Ray task per run (`--workers` at a time here, or a cluster with
@@ -46,6 +53,7 @@ python -m benchmarks.vla_posttrain --preset full --report-only   # the page from
 python -m benchmarks.vla_posttrain --preset anchored --workers 2 # run set 3: the same A/B, anchor 0.1 in both arms
 python -m benchmarks.vla_posttrain --preset two_pass --workers 2 # run set 2: 2 passes per batch, same episodes
 python -m benchmarks.vla_posttrain --preset sigma05 --workers 2  # run set 4: GIPO at sigma 0.5 against full's dapo
+python -m benchmarks.vla_posttrain --preset fifo --workers 2     # run set 7: episodes replayed from a FIFO, as acted
 ```
 """
 
@@ -109,6 +117,8 @@ _TRAIN_ARGS = ("--episodes-per-step", "8", "--num-generations", "4", "--horizon"
                "--eval-goals", "50", "--eval-horizon", "100")  # fmt: skip
 _FULL_ARGS = (*_SFT_ARGS, "--num-iterations", "8", "--max-steps", "120", *_TRAIN_ARGS, "--eval-every", "60")
 _TWO_PASS_ARGS = (*_SFT_ARGS, "--num-iterations", "2", "--max-steps", "30", *_TRAIN_ARGS, "--eval-every", "15")
+_FIFO_ARGS = (*_SFT_ARGS, "--num-iterations", "1", "--max-steps", "30", "--replay-episodes", "32", "--fresh-episodes",
+              "4", *_TRAIN_ARGS, "--eval-every", "15")  # fmt: skip
 PRESETS = {
     "full": Preset(
         ("gipo", "dapo"), tuple(range(10)),
@@ -132,6 +142,12 @@ PRESETS = {
         (*_FULL_ARGS, "--behaviour-kl-coeff", "0.0", "--sigma", "0.5"),
         report=True, page="vla_metaworld_sigma05",
         title="Stale VLA post-training on Meta-World from pixels, GIPO at σ = 0.5", against="full",
+    ),
+    "fifo": Preset(  # issue 24, run set 7: the paper's stale regime, episodes replayed across generations as acted
+        ("gipo", "dapo"), tuple(range(10)),
+        (*_FIFO_ARGS, "--behaviour-kl-coeff", "0.0"),
+        report=True, page="vla_metaworld_fifo",
+        title="VLA post-training on Meta-World from pixels, episodes replayed from a FIFO", against="two_pass",
     ),
     "smoke": Preset(
         ("gipo", "dapo"), (0, 1),
@@ -352,7 +368,18 @@ def plot(results: list[dict], loss_types: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0, passes: int = 8) -> list[str]:
+def reuse(args: dict) -> str:
+    """How a run reuses its episodes, from the example's arguments: passes per batch, and the replay FIFO if any."""
+    count = int(args["num_iterations"])
+    passes = f"{count} pass{'es' if count > 1 else ''}"
+    if not int(args.get("replay_episodes") or 0):
+        return f"reusing each batch for {passes}"
+    generations = int(args["replay_episodes"]) // int(args["fresh_episodes"])
+    return f"replaying episodes acted up to {generations} generations earlier from a FIFO, each batch used for {passes}"
+
+
+def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0,
+               reuse: str = "reusing each batch for 8 passes") -> list[str]:  # fmt: skip
     r"""How far GIPO's policy moved from the acting one against each clipped loss, and the gradient weight left there.
 
     A token with positive advantage keeps the gradient weight $w \cdot r = \exp(\ell - \ell^2 / 2\sigma^2)$ at
@@ -379,7 +406,7 @@ def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0, passes
                 "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; this A/B does not "
                 "test it."
                 if anchor > 0
-                else f"no hard trust region, and reusing each batch for {passes} passes with no KL term lets that "
+                else f"no hard trust region, and {reuse} with no KL term lets that "
                 "weight carry the policy far from the one that acted. "
                 + (
                     "A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound it; this A/B does not test them."
@@ -412,7 +439,7 @@ def report(
     image = img / f"{preset.page}_stale.png"
     plot(everything, loss_types, image)
     lines = [_pair_line(p) for p in pairs]
-    lines += drift_note(rows, preset.anchor, preset.sigma, args["num_iterations"])
+    lines += drift_note(rows, preset.anchor, preset.sigma, reuse(args))
     lines += against_lines(results, name, other)
     partial = len(seeds) < len(preset.seeds)
     description = (
@@ -425,7 +452,14 @@ def report(
         + f"Made by `{command}` on a 2-core CPU. One SFT checkpoint (tiny OpenVLA, {args['demo_episodes']} "
         f"scripted-expert episodes, {args['sft_epochs']} epochs), then {args['max_steps']} optimizer steps per run: "
         f"batches of {args['episodes_per_step']} episodes ({args['num_generations']} per goal, {args['horizon']} env "
-        f"steps), each batch reused for **{args['num_iterations']} passes** (stale). Success = greedy policy solved "
+        + (
+            f"steps), each batch reused for **{args['num_iterations']} passes** (stale). "
+            if not int(args.get("replay_episodes") or 0)
+            else f"steps) of which {args['fresh_episodes']} are acted and the rest **replayed as acted** from a FIFO "
+            f"of the {args['replay_episodes']} most recent earlier episodes (stale: never re-scored); "
+            f"{reuse(args).split(', ')[-1]}. "
+        )
+        + f"Success = greedy policy solved "
         f"at the last of {args['eval_horizon']} steps, on {args['eval_goals']} goals; seeds are post-training seeds. "
         "Dead fraction: GIPO's tokens with $w < 10^{-3}$; dapo's clipped tokens. Binding steps: fraction of "
         f"optimizer steps whose $|\\log r|$ p95 exceeds $\\sigma = {preset.sigma:g}$."

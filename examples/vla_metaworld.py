@@ -6,7 +6,8 @@
 2. Evaluate the SFT policy (greedy) on `--eval-goals` goals.
 3. Post-train with `gipo_plugins.vla.VLAGIPOTrainer` (`--loss-type gipo` or any TRL loss type for
    the A/B), evaluating every `--eval-every` steps; `--num-iterations` > 1 reuses each batch of
-   episodes (the stale regime).
+   episodes (the stale regime), and `--replay-episodes` / `--fresh-episodes` reuse episodes across
+   generations from a FIFO, as acted (the paper's stale regime).
 4. Write `<logdir>/<run-name>.json` (success curve, staleness diagnostics) and the post-trained model.
 
 Success is Meta-World's `success` at an episode's last step (`gipo_plugins.metaworld.episode_success`).
@@ -54,9 +55,11 @@ TRAIN_METRICS = (
 class SuccessCurve(TrainerCallback):
     """Greedy success rate every `every` optimizer steps, logged through the trainer's loggers."""
 
-    def __init__(self, evaluate, every: int, curve: list, steps_per_generation: int, episodes_per_generation: int):
+    def __init__(self, evaluate, every: int, curve: list, steps_per_generation: int, batch: int, fresh: int):
+        """`batch` episodes per generation, of which `fresh` are acted once the replay FIFO has filled (the first
+        generation acts all of its `batch`; without replay `fresh == batch`)."""
         self.evaluate, self.every, self.curve = evaluate, every, curve
-        self.steps_per_generation, self.episodes_per_generation = steps_per_generation, episodes_per_generation
+        self.steps_per_generation, self.batch, self.fresh = steps_per_generation, batch, fresh
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
@@ -68,8 +71,8 @@ class SuccessCurve(TrainerCallback):
     def record(self, state):
         success = self.evaluate()
         generations = -(-state.global_step // self.steps_per_generation)  # a new batch of episodes every N steps
-        self.curve.append({"step": state.global_step, "episodes": generations * self.episodes_per_generation,
-                           "eval_success_rate": success})  # fmt: skip
+        acted = self.batch + self.fresh * (generations - 1) if generations else 0  # environment episodes
+        self.curve.append({"step": state.global_step, "episodes": acted, "eval_success_rate": success})
         state.log_history.append({"step": state.global_step, "eval_success_rate": success})
         print(f"[eval] step {state.global_step}: success {success:.2f}", flush=True)
 
@@ -90,6 +93,8 @@ def main() -> None:
     p.add_argument("--episodes-per-step", type=int, default=8)
     p.add_argument("--num-generations", type=int, default=4, help="episodes per goal (the GRPO group)")
     p.add_argument("--num-iterations", type=int, default=2, help="passes over each batch of episodes (>1: stale)")
+    p.add_argument("--replay-episodes", type=int, default=0, help="FIFO of earlier episodes replayed (0: none)")
+    p.add_argument("--fresh-episodes", type=int, default=None, help="episodes acted per step when replaying")
     p.add_argument("--horizon", type=int, default=60)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -133,14 +138,16 @@ def main() -> None:
         gipo_behaviour_kl_coeff=args.behaviour_kl_coeff,
         per_device_train_batch_size=args.episodes_per_step, num_generations=args.num_generations,
         num_iterations=args.num_iterations, episode_horizon=args.horizon, max_steps=args.max_steps,
+        replay_episodes=args.replay_episodes, fresh_episodes=args.fresh_episodes,
         learning_rate=args.lr, temperature=args.temperature, max_completion_length=4,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=args.seed,
         logging_steps=1, save_strategy="no", report_to="none", lr_scheduler_type="constant",
     )  # fmt: skip
     curve = [{"step": 0, "episodes": 0, "eval_success_rate": sft_success}]
     # TRL collects episodes every steps_per_generation * num_iterations optimizer steps
+    batch = config.generation_batch_size
     callback = SuccessCurve(evaluate, args.eval_every, curve, config.steps_per_generation * args.num_iterations,
-                            config.generation_batch_size)  # fmt: skip
+                            batch, args.fresh_episodes or batch)  # fmt: skip
     trainer = VLAGIPOTrainer(model, processor, config, goal_dataset(list(range(50))), callbacks=[callback])
     trainer.train()
     trainer.save_model(config.output_dir)

@@ -240,6 +240,8 @@ def _vla_cases():
         ("VLA", "`VLAGIPOConfig(task=\"reach-v2\")`", config(task="reach-v2")),
         ("VLA", "`VLAGIPOConfig(beta=0.04)`", config(beta=0.04)),
         ("VLA", "`VLAGIPOConfig(gipo_behaviour_kl_coeff=nan)`", config(gipo_behaviour_kl_coeff=math.nan)),
+        ("VLA", "`VLAGIPOConfig(replay_episodes=32, fresh_episodes=3, num_generations=4)`",
+         config(replay_episodes=32, fresh_episodes=3, num_generations=4, per_device_train_batch_size=8)),
         ("VLA", "`MetaWorldImageEnv(image_size=4)`", image_env),
         ("VLA", "actions outside the statistics' range", lambda: normalize(np.array([[2.0, 0.0]]), stats)),
         ("VLA", "statistics without `q99`", lambda: normalize(np.zeros((1, 2)), {"q01": [-1.0, -1.0]})),

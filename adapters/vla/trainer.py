@@ -19,6 +19,17 @@ episodes were sampled from. Everything else is TRL's: buffering over `steps_per_
 for `num_iterations` (the stale knobs), the loss (GIPO's trust weight, or any TRL `loss_type` for
 the A/B), optimisation, logging and checkpoints.
 
+**Replay** (`replay_episodes` > 0): the paper's stale regime, episodes from lagging policies reused
+across generations. Each generation acts only `fresh_episodes` of its goal rows (whole groups of
+`num_generations`) and fills the rest of the batch with episodes drawn uniformly, without
+replacement, from a FIFO of the `replay_episodes` most recently acted earlier ones; then the fresh
+episodes enter the FIFO. A replayed episode is used exactly as it was acted — its behaviour
+log-probs, behaviour categorical and advantages stored then, never re-scored — so its ratio is to
+the policy that acted it, as in the TorchRL recipe's replay. Until the FIFO holds enough episodes a
+generation acts its whole batch. `replay/age_mean` logs the batch's mean age in generations (0 for
+fresh episodes). The FIFO lives in host memory and is not part of checkpoints: a resumed run starts
+it empty.
+
 Staleness is logged for every loss type: `stale/log_ratio_abs_mean` and `stale/log_ratio_abs_p95`
 ($|\log r|$ over the batch's action tokens); dead fractions are `gipo/dead_fraction` /
 `gipo/suppressed_fraction` (GIPO) and TRL's `clip_ratio/region_mean` (clipped losses).
@@ -39,7 +50,9 @@ episode; the 64×64 image of the same step takes 48 KiB.
 
 from __future__ import annotations
 
+import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +82,10 @@ class VLAGIPOConfig(GIPOConfig):
         env_seed: seed of Meta-World's MT1 goal sampler.
         reward_scale: multiplier on Meta-World's dense reward (0–10 per step).
         unnorm_key: dataset whose action statistics decode the policy's tokens (`None`: the only one).
+        replay_episodes: capacity of the FIFO of earlier episodes a generation replays (0: none, every
+            episode is fresh).
+        fresh_episodes: episodes acted per generation when replaying; the rest of the batch comes from
+            the FIFO. Required with `replay_episodes` > 0, rejected without it.
         beta: must be 0 (the episodes carry no reference log-probs); `gipo_fused_loss` must stay off.
     """
 
@@ -84,6 +101,13 @@ class VLAGIPOConfig(GIPOConfig):
     unnorm_key: str | None = field(
         default=None, metadata={"help": "Dataset whose action statistics decode the tokens (None: the only one)."}
     )
+    replay_episodes: int = field(
+        default=0, metadata={"help": "FIFO capacity of earlier episodes replayed as acted (0: every episode fresh)."}
+    )
+    fresh_episodes: int | None = field(
+        default=None,
+        metadata={"help": "Episodes acted per generation when replay_episodes > 0; the rest come from the FIFO."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,9 +118,27 @@ class VLAGIPOConfig(GIPOConfig):
             raise ValueError(f"discount must be in (0, 1], got {self.discount}")
         if self.beta != 0.0:
             raise ValueError(f"beta must be 0.0 for VLAGIPOTrainer (no reference log-probs), got {self.beta}")
+        self._check_replay()
         if getattr(self, "gipo_fused_loss", False):
             raise ValueError("gipo_fused_loss cannot be used with VLAGIPOTrainer: it scores the 256 action tokens "
                              "through the policy interface, not the LM head over the vocabulary")  # fmt: skip
+
+    def _check_replay(self) -> None:
+        if self.replay_episodes < 0:
+            raise ValueError(f"replay_episodes must be >= 0, got {self.replay_episodes}")
+        if self.replay_episodes == 0:
+            if self.fresh_episodes is not None:
+                raise ValueError(f"fresh_episodes={self.fresh_episodes} is only read with replay_episodes > 0")
+            return
+        batch = self.generation_batch_size
+        fresh = self.fresh_episodes
+        if fresh is None or not 0 < fresh < batch or fresh % self.num_generations:
+            raise ValueError(f"fresh_episodes must be a multiple of num_generations ({self.num_generations}) between "
+                             f"0 and the generation batch ({batch} episodes), exclusive, with replay_episodes > 0; "
+                             f"got {fresh}")  # fmt: skip
+        if self.replay_episodes < batch - fresh:
+            raise ValueError(f"replay_episodes ({self.replay_episodes}) must hold the {batch - fresh} replayed "
+                             f"episodes of a generation batch ({batch} episodes, fresh_episodes {fresh})")  # fmt: skip
 
 
 def goal_dataset(goals: list[int]) -> Dataset:
@@ -159,6 +201,9 @@ class VLAGIPOTrainer(GIPOTrainer):
         self.processor = processor
         self._envs: list[MetaWorldImageEnv] = []
         self._last_log_probs: torch.Tensor | None = None
+        self._replay: deque[dict] = deque(maxlen=args.replay_episodes)  # episodes as acted, [T, ...] CPU tensors
+        self._replay_rng = random.Random(args.seed)
+        self._generation = 0
 
     @property
     def policy(self) -> VLAPolicy:
@@ -192,15 +237,38 @@ class VLAGIPOTrainer(GIPOTrainer):
         model.train(was_training)
         return {"steps": steps, "rewards": rewards, "success": np.array([episode_success(s) for s in success])}
 
+    _EPISODE_KEYS = ("input_ids", "attention_mask", "pixel_values", "action_ids", "log_probs", "action_log_softmax")
+
+    def _episodes(self, inputs: list[dict]) -> tuple[list[dict], dict]:
+        """The generation's episodes as acted, each `{key: [T, ...] tensor}` with its advantages and the generation
+        that acted it: the fresh ones, then (replaying) those drawn from the FIFO, which the fresh then join as
+        host-memory copies. Returns them and the rollout of the fresh ones."""
+        goals = [int(row["goal_index"]) for row in inputs]
+        fresh = len(goals)
+        if self.args.replay_episodes and len(self._replay) >= len(goals) - self.args.fresh_episodes:
+            fresh = self.args.fresh_episodes
+        rollout = self._run_episodes(goals[:fresh])
+        advantages = torch.as_tensor(step_advantages(rollout["rewards"], self.num_generations, self.args.discount),
+                                     dtype=torch.float32)  # fmt: skip
+        stacked = {key: torch.stack([s[key] for s in rollout["steps"]], 1) for key in self._EPISODE_KEYS}
+        acted = [{**{key: value[i] for key, value in stacked.items()}, "advantages": advantages[i],
+                  "generation": self._generation} for i in range(fresh)]  # fmt: skip
+        replayed = self._replay_rng.sample(list(self._replay), len(goals) - fresh)
+        if self.args.replay_episodes:
+            for episode in acted:
+                self._replay.append({key: value.cpu() if torch.is_tensor(value) else value
+                                     for key, value in episode.items()})  # fmt: skip
+        self._generation += 1
+        return acted + replayed, rollout
+
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict[str, torch.Tensor]:
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
         start = time.time()
-        rollout = self._run_episodes([int(row["goal_index"]) for row in inputs])
-        advantages = step_advantages(rollout["rewards"], self.num_generations, self.args.discount)
+        episodes, rollout = self._episodes(inputs)
 
-        def flat(key: str) -> torch.Tensor:  # [T][E, ...] -> [E * T, ...], episode-major
-            return torch.stack([s[key] for s in rollout["steps"]], 1).flatten(0, 1).to(device)
+        def flat(key: str) -> torch.Tensor:  # [E][T, ...] -> [E * T, ...], episode-major
+            return torch.cat([episode[key] for episode in episodes]).to(device)
 
         completion_ids = flat("action_ids")
         completion_mask = torch.ones_like(completion_ids)
@@ -210,6 +278,9 @@ class VLAGIPOTrainer(GIPOTrainer):
         metrics["env/success_rate"].append(float(rollout["success"].mean()))
         metrics["env/episode_return"].append(float(rollout["rewards"].sum(1).mean()))
         metrics["env/steps_per_second"].append(rollout["rewards"].size / seconds)
+        if self.args.replay_episodes:
+            ages = [self._generation - 1 - episode["generation"] for episode in episodes]
+            metrics["replay/age_mean"].append(float(np.mean(ages)))
         return {
             "prompt_ids": flat("input_ids"),
             "prompt_mask": flat("attention_mask"),
@@ -219,7 +290,7 @@ class VLAGIPOTrainer(GIPOTrainer):
             "num_images": [1] * len(completion_ids),  # one image per sample: TRL slices pixel_values with it
             "old_per_token_logps": flat("log_probs"),
             "behaviour_log_softmax": flat("action_log_softmax"),  # [E * T, action_dim, 256]: the anchor's pi_old
-            "advantages": torch.as_tensor(advantages, dtype=torch.float32).flatten().to(device),
+            "advantages": flat("advantages"),
             "num_items_in_batch": num_items,
         }
 

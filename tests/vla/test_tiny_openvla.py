@@ -227,6 +227,67 @@ def test_config_rejects_bad_episode_settings(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"replay_episodes": -1}, "replay_episodes must be >= 0"),
+        ({"fresh_episodes": 2}, "fresh_episodes=2 is only read with replay_episodes > 0"),
+        ({"replay_episodes": 8}, "fresh_episodes must be a multiple of num_generations"),
+        ({"replay_episodes": 8, "fresh_episodes": 3}, "fresh_episodes must be a multiple of num_generations"),
+        ({"replay_episodes": 8, "fresh_episodes": 4}, "fresh_episodes must be a multiple of num_generations"),
+        ({"replay_episodes": 1, "fresh_episodes": 2}, r"replay_episodes \(1\) must hold the 2 replayed episodes"),
+    ],
+)
+def test_config_rejects_bad_replay_settings(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                      num_generations=2, **overrides)  # fmt: skip
+
+
+def test_replayed_episodes_carry_what_was_stored_when_they_were_acted(tiny_vla, tmp_path):
+    trainer = vla_trainer(tiny_vla, tmp_path, replay_episodes=4, fresh_episodes=2)
+    rows = [{"goal_index": g} for g in (0, 0, 1, 1)]
+    trainer.model.train()  # metrics of the train mode, as in TRL's loop
+    torch.manual_seed(0)
+    first = trainer._generate_and_score_completions(rows)  # the FIFO is empty: the whole batch is acted
+    with torch.no_grad():  # the policy moves between generations
+        for name, param in trainer.policy.named_parameters():
+            if name.startswith("lm_head"):
+                param.add_(0.3 * torch.randn_like(param))
+    second = trainer._generate_and_score_completions(rows)
+    steps = 6
+    keys = ("completion_ids", "old_per_token_logps", "behaviour_log_softmax", "advantages", "pixel_values")
+    for batch in (first, second):
+        assert all(batch[key].shape[0] == 4 * steps for key in keys)  # a constant batch of 4 episodes
+    episode = {key: lambda batch, i, key=key: batch[key][i * steps : (i + 1) * steps] for key in keys}
+    for i in (2, 3):  # the replayed episodes: each is one of the first generation's, exactly as stored then
+        matches = [j for j in range(4) if torch.equal(episode["completion_ids"](second, i),
+                                                      episode["completion_ids"](first, j))]  # fmt: skip
+        assert len(matches) == 1
+        for key in keys:
+            assert torch.equal(episode[key](second, i), episode[key](first, matches[0])), key
+    # never re-scored: the moved policy's log-probs of a replayed episode differ from the stored ones
+    input_ids = torch.cat([second["prompt_ids"], second["completion_ids"]], 1)
+    attention = torch.cat([second["prompt_mask"], second["completion_mask"]], 1)
+    with torch.no_grad():
+        now = action_log_probs(trainer.policy, input_ids, attention, second["pixel_values"], 4)[0]
+    replayed = slice(2 * steps, 4 * steps)
+    assert (now[replayed] - second["old_per_token_logps"][replayed]).abs().max() > 1e-3
+    assert trainer._metrics["train"]["replay/age_mean"] == [0.0, 0.5]  # fresh episodes age 0, replayed 1
+    assert len(trainer._replay) == 4 and trainer._replay[-1]["generation"] == 1  # the FIFO keeps the newest
+    assert all(not value.is_cuda for ep in trainer._replay for value in ep.values() if torch.is_tensor(value))
+
+
+def test_post_training_with_replay_is_stale_in_a_single_pass(tiny_vla, tmp_path):
+    trainer = vla_trainer(tiny_vla, tmp_path, num_iterations=1, replay_episodes=4, fresh_episodes=2)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3 and all(math.isfinite(h["loss"]) for h in logs)
+    assert logs[0]["replay/age_mean"] == 0.0 and logs[2]["replay/age_mean"] > 0.0
+    assert logs[0]["stale/log_ratio_abs_p95"] < 1e-4  # the first generation is fresh, and used once
+    assert logs[2]["stale/log_ratio_abs_p95"] > 1e-4  # episodes acted by an earlier policy, one pass
+
+
+@pytest.mark.parametrize(
     ("overrides", "beta"),
     [
         ({}, PUBLISHED_KL_COEFF),  # GIPO as shipped is the published method

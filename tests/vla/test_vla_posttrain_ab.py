@@ -11,7 +11,7 @@ pytest.importorskip("scipy")
 
 import benchmarks.report
 import benchmarks.vla_posttrain
-from benchmarks.vla_posttrain import PRESETS, drift_note, finished, report, staleness, summarize
+from benchmarks.vla_posttrain import PRESETS, drift_note, finished, report, reuse, staleness, summarize
 from examples.vla_metaworld import TRAIN_METRICS
 
 
@@ -166,3 +166,33 @@ def test_a_preset_against_another_borrows_the_arms_it_does_not_run_and_pairs_eac
     gipo_row = next(line for line in page.splitlines() if line.startswith("| gipo |"))
     assert gipo_row.split("|")[-4].strip() == "1.000"  # binding steps: every p95 (0.7) exceeds sigma 0.5
     assert "\\ell^2/0.5" in page and "This A/B tests the smaller σ = 0.5" in page
+
+
+def test_fifo_preset_is_two_pass_with_the_second_use_replayed_from_a_fifo(tmp_path, monkeypatch):
+    """Run set 7: as many optimizer steps as two_pass, each episode used about twice, half of each batch replayed."""
+    from gipo_plugins.vla import VLAGIPOConfig
+
+    two_pass, fifo = _args(PRESETS["two_pass"]), _args(PRESETS["fifo"])
+    assert {k for k in fifo if two_pass.get(k) != fifo[k]} == {"--num-iterations", "--replay-episodes",
+                                                                "--fresh-episodes"}  # fmt: skip
+    assert fifo["--max-steps"] == two_pass["--max-steps"] and fifo["--num-iterations"] == "1"
+    batch, fresh, replay = (int(fifo[k]) for k in ("--episodes-per-step", "--fresh-episodes", "--replay-episodes"))
+    steps = int(fifo["--max-steps"])
+    acted = batch + fresh * (steps - 1)  # the first generation acts its whole batch
+    assert abs(acted - 120) <= 4 and steps * batch / acted == pytest.approx(2, abs=0.1)  # uses per episode
+    config = VLAGIPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=batch,
+                           num_generations=int(fifo["--num-generations"]), replay_episodes=replay,
+                           fresh_episodes=fresh)  # fmt: skip
+    assert config.generation_batch_size == batch  # the settings the example passes are accepted
+    assert PRESETS["fifo"].against == "two_pass" and PRESETS["fifo"].loss_types == ("gipo", "dapo")
+    monkeypatch.setattr(benchmarks.report, "DOCS", tmp_path)
+    monkeypatch.setattr(benchmarks.vla_posttrain, "IMG", tmp_path)
+    runs = _results(PRESETS["fifo"], {(loss, s): 0.3 for s in range(6) for loss in ("gipo", "dapo")}, [1.2])
+    for run in runs:
+        run["args"] |= {"replay_episodes": replay, "fresh_episodes": fresh}
+    page = report(PRESETS["fifo"], runs, "python -m benchmarks.vla_posttrain --preset fifo").read_text()
+    assert f"of which {fresh} are acted and the rest **replayed as acted** from a FIFO of the {replay}" in page
+    assert "(stale: never re-scored); each batch used for 1 pass." in page
+    assert reuse(runs[0]["args"]) == "replaying episodes acted up to 8 generations earlier from a FIFO, each batch " \
+        "used for 1 pass"  # fmt: skip
+    assert reuse(_results(PRESETS["full"], {("gipo", 0): 0.3}, [1.0])[0]["args"]) == "reusing each batch for 8 passes"
