@@ -30,17 +30,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmarks import runner
 from benchmarks.metaworld_stale import aggregate, rllib_appo, sweep
 from benchmarks.report import present_mean, write_report
 from benchmarks.stats import MIN_PAIRS, Paired, paired
 
+IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
 
 @dataclass(frozen=True)
 class RunSet:
     """A committed run set and how to read it: GIPO's and the baseline's summaries per (task, seed)."""
 
+    label: str
+    """A short name for the figure."""
     stack: str
     regime: str
     anchor: str
@@ -115,44 +120,73 @@ def _vla_metric(key: str) -> Callable[[dict], float]:
 
 
 RUN_SETS = (
-    RunSet("TorchRL recipe (4 tasks × 3 seeds)", "stale replay (20k FIFO, data up to 40 iterations old)",
+    RunSet("TorchRL recipe, stale, anchor (4 tasks)",
+           "TorchRL recipe (4 tasks × 3 seeds)", "stale replay (20k FIFO, data up to 40 iterations old)",
            "exact KL 0.1, both arms", "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("stale"),
            aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("TorchRL recipe (2 tasks × 3 seeds)", "fresh (one-iteration replay)", "exact KL 0.1, both arms",
+    RunSet("TorchRL recipe, fresh, anchor",
+           "TorchRL recipe (2 tasks × 3 seeds)", "fresh (one-iteration replay)", "exact KL 0.1, both arms",
            "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("fresh"), aggregate.final_success,
            aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("TorchRL recipe (reach-v3, handle-press-v3 × 3 seeds: the row below's)",
+    RunSet("TorchRL recipe, stale, anchor (2 tasks)",
+           "TorchRL recipe (reach-v3, handle-press-v3 × 3 seeds: the row below's)",
            "stale replay (20k FIFO, data up to 40 iterations old)", "exact KL 0.1, both arms",
            "1 actor step / 50 env steps", "metaworld_stale.md", _torchrl("stale", tasks=sweep.SMALL_TASKS[:2]),
            aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("TorchRL recipe (reach-v3, handle-press-v3 × 3 seeds)",
+    RunSet("TorchRL recipe, stale, no anchor (2 tasks)",
+           "TorchRL recipe (reach-v3, handle-press-v3 × 3 seeds)",
            "stale replay (20k FIFO, data up to 40 iterations old)", "none (`kl_coeff` 0), both arms",
            "1 actor step / 50 env steps", "metaworld_stale_small_no_anchor.md",
            _torchrl("stale", "small_no_anchor"), aggregate.final_success, aggregate.auc,
            _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
+    RunSet("RLlib APPO 16 × 20, no KL",
+           "RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
            "16 × 20 circular buffer: up to 20 updates per batch", "metaworld_stale_rllib_appo.md", _appo("small"),
            aggregate.final_success, aggregate.auc, _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)",
+    RunSet("RLlib APPO 16 × 20, APPO's KL loss",
+           "RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)",
            "APPO's KL loss to the target network, both arms", "16 × 20 circular buffer: up to 20 updates per batch",
            "metaworld_stale_rllib_appo_small_kl.md", _appo("small_kl"), aggregate.final_success, aggregate.auc,
            _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
-    RunSet("RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
+    RunSet("RLlib APPO 16 × 2, no KL",
+           "RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
            "16 × 2 circular buffer: up to 2 updates per batch", "metaworld_stale_rllib_appo_light.md",
            _appo("light"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
            _second_half("log_ratio_abs_p95")),
-    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+    RunSet("RLlib APPO 16 × 20, 256 bins, no KL",
+           "RLlib AGIPO vs APPO, 256 bins per action dimension (2 tasks × 3 seeds)",
+           "asynchronous lag (2 env runners)", "none (APPO's default)",
+           "16 × 20 circular buffer: up to 20 updates per batch", "metaworld_stale_rllib_appo_binned.md",
+           _appo("binned"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
+           _second_half("log_ratio_abs_p95")),
+    RunSet("RLlib APPO 16 × 2, 256 bins, no KL",
+           "RLlib AGIPO vs APPO, 256 bins per action dimension (2 tasks × 3 seeds)",
+           "asynchronous lag (2 env runners)", "none (APPO's default)",
+           "16 × 2 circular buffer: up to 2 updates per batch", "metaworld_stale_rllib_appo_binned_light.md",
+           _appo("binned_light"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
+           _second_half("log_ratio_abs_p95")),
+    RunSet("VLA, 8 passes, no anchor",
+           "VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
            "none", "8 passes per batch", "vla_metaworld.md", _vla("full"), lambda s: s["final_success"], None,
            _vla_metric("clip_ratio/region_mean"), _vla_metric("stale/log_ratio_abs_p95")),
-    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+    RunSet("VLA, 8 passes, anchor",
+           "VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
            "exact KL 0.1 over the action tokens, both arms", "8 passes per batch", "vla_metaworld_anchored.md",
            _vla("anchored"), lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
            _vla_metric("stale/log_ratio_abs_p95")),
-    RunSet("VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
+    RunSet("VLA, 2 passes, no anchor",
+           "VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo", "epoch reuse of each batch",
            "none", "2 passes per batch (the same 15 batches)", "vla_metaworld_two_pass.md", _vla("two_pass"),
            lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
            _vla_metric("stale/log_ratio_abs_p95")),
-    RunSet("VLA trainer, GIPO at σ = 0.5 (10 seeds), vs TRL's dapo (the first VLA row's runs)",
+    RunSet("VLA, FIFO replay, 1 pass, no anchor",
+           "VLA trainer, tiny OpenVLA from pixels (10 seeds), vs TRL's dapo",
+           "stale replay (half of each batch from a 32-episode FIFO, up to 8 generations old)", "none",
+           "1 pass per batch, each episode used about twice", "vla_metaworld_fifo.md", _vla("fifo"),
+           lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
+           _vla_metric("stale/log_ratio_abs_p95")),
+    RunSet("VLA, 8 passes, no anchor, σ = 0.5",
+           "VLA trainer, GIPO at σ = 0.5 (10 seeds), vs TRL's dapo (the first VLA row's runs)",
            "epoch reuse of each batch", "none", "8 passes per batch", "vla_metaworld_sigma05.md", _vla("sigma05"),
            lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
            _vla_metric("stale/log_ratio_abs_p95")),
@@ -185,12 +219,30 @@ def _verdict(final: Paired | None, auc: Paired | None) -> str:
     return "mixed"
 
 
-def rows() -> list[dict]:
+class Scored(NamedTuple):
+    """A run set's runs and GIPO's paired differences from the baseline (None where no pair has landed)."""
+
+    run_set: RunSet
+    gipo: dict
+    baseline: dict
+    final: Paired | None
+    auc: Paired | None
+
+
+def scores() -> list[Scored]:
+    """Every run set, read from its store and scored once."""
     out = []
     for run_set in RUN_SETS:
         gipo, baseline = run_set.load()
         final = _difference(gipo, baseline, run_set.final)
         auc = _difference(gipo, baseline, run_set.auc) if run_set.auc else None
+        out.append(Scored(run_set, gipo, baseline, final, auc))
+    return out
+
+
+def rows(scored: list[Scored]) -> list[dict]:
+    out = []
+    for run_set, gipo, baseline, final, auc in scored:
         out.append({
             "stack": run_set.stack, "regime": run_set.regime, "anchor": run_set.anchor,
             "update_rate": run_set.update_rate, "pairs": final.pairs if final else 0,
@@ -200,6 +252,31 @@ def rows() -> list[dict]:
             "page": f"[{run_set.page}]({run_set.page})" if gipo or baseline else "– (no run landed yet)",
         })  # fmt: skip
     return out
+
+
+def plot(scored: list[Scored], path: Path) -> None:
+    """GIPO − baseline in final success per run set that has `MIN_PAIRS` pairs: mean and 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [s for s in scored if s.final is not None and s.final.enough]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(shown) + 1.2))
+    for y, scored_set in enumerate(reversed(shown)):
+        final = scored_set.final
+        color = {1: "tab:blue", -1: "tab:red"}.get(final.sign, "tab:gray")
+        ax.errorbar(final.mean, y, xerr=[[final.mean - final.low], [final.high - final.mean]], fmt="o",
+                    color=color, capsize=3)  # fmt: skip
+        ax.text(1.02, y, f"{final.pairs} pairs", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(shown)), [s.run_set.label for s in reversed(shown)], fontsize=8)
+    ax.set_xlabel("final success, GIPO − clipped baseline (95 % bootstrap CI)")
+    ax.set_title("Final success, GIPO − baseline: interval above 0 blue, below 0 red, across 0 grey (run sets with "
+                 f"≥ {MIN_PAIRS} pairs)", fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 FINDINGS = """\
@@ -250,15 +327,21 @@ generations (`fifo`), a binned action head in RLlib (`binned`, `binned_light`).
 """
 
 
-def main(docs: Path | None = None) -> None:
-    """Write the page and its CSV into `docs` (default: `docs/benchmarks/`)."""
+def main(docs: Path | None = None, img: Path | None = None) -> None:
+    """Write the page and its CSV into `docs` (default: `docs/benchmarks/`) and its figure into `img` (default:
+    `docs/img/`, or `docs` itself when only `docs` is given)."""
+    scored = scores()
+    img = img or (docs if docs is not None else IMG)
+    img.mkdir(parents=True, exist_ok=True)
+    plot(scored, img / "when_gipo_helps.png")
     write_report(
         "when_gipo_helps",
         "When GIPO helps: every run set, GIPO against the clipped loss it replaces",
         "Made by `python -m benchmarks.when_gipo_helps` from the committed results stores (no run is repeated). "
         "Differences are GIPO − baseline on the same tasks and seeds, with 95 % bootstrap intervals; a verdict "
-        f"needs {MIN_PAIRS} pairs and an interval that excludes 0 (in final success or AUC).",
-        rows(),
+        f"needs {MIN_PAIRS} pairs and an interval that excludes 0 (in final success or AUC).\n\n"
+        "![GIPO − baseline per run set](../img/when_gipo_helps.png)",
+        rows(scored),
         {
             "stack": "stack",
             "regime": "regime",

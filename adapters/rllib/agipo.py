@@ -54,7 +54,7 @@ from ray.rllib.utils.typing import ModuleID, TensorType
 
 from gipo_plugins import BEHAVIOUR_KL_COEFF, anchor_coeff, categorical_kl
 from gipo_plugins.diagnostics import masked_quantile
-from gipo_plugins.rllib.learner import GIPOLearnerMixin
+from gipo_plugins.rllib.learner import GIPOLearnerMixin, action_head_stats
 from gipo_plugins.rllib.settings import GIPOSettings
 
 IS_RATIO_CAP = 2.0
@@ -146,7 +146,8 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
 
     Logged through `self.metrics` under `learners/<module_id>/`: APPO's keys, the core's diagnostics
     and the policy lag's quantiles `policy_lag_p50`, `policy_lag_p95`, `policy_lag_max` (RLlib logs
-    its mean as `diff_num_grad_updates_vs_sampler_policy`). No device→host sync in the loss.
+    its mean as `diff_num_grad_updates_vs_sampler_policy`); with a diagonal-Gaussian head also its mean
+    log-std, `action_log_std_mean` (`action_head_stats`). No device→host sync in the loss.
     """
 
     @override(APPOTorchLearner)
@@ -233,6 +234,7 @@ class AGIPOTorchLearner(GIPOLearnerMixin, APPOTorchLearner):
             LEARNER_RESULTS_VAR_IS_KEY: var_is_ratio,
             **self._policy_lag(batch, loss_mask > 0),
             **anchor,
+            **action_head_stats(target_policy_dist, fwd_out[Columns.ACTION_DIST_INPUTS], loss_mask),
         }
         self.log_objective(module_id, stats, result)
         return total_loss

@@ -19,7 +19,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from gipo_plugins.rllib.learner import GIPOLearnerMixin
+from gipo_plugins.rllib.learner import GIPOLearnerMixin, action_head_stats
 from gipo_plugins.rllib.settings import GIPOSettings
 
 
@@ -87,8 +87,8 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
 
     The core's diagnostics (`trust_weight_mean`, `dead_fraction`, `ess`, `log_ratio_abs_p95`, ...)
     are logged next to PPO's through `self.metrics`, so they reach the result dict and TensorBoard
-    under `learners/<module_id>/`. Masked means use `torch.where` instead of PPO's boolean indexing:
-    no device→host sync in the loss.
+    under `learners/<module_id>/`, with a diagonal-Gaussian head's mean log-std, `action_log_std_mean`.
+    Masked means use `torch.where` instead of PPO's boolean indexing: no device→host sync in the loss.
     """
 
     @override(PPOTorchLearner)
@@ -148,6 +148,7 @@ class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner):
                 LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
                 ENTROPY_KEY: masked_mean(curr_entropy),
                 LEARNER_RESULTS_KL_KEY: mean_kl_loss,  # PPO adapts kl_coeff from this key
+                **action_head_stats(curr_dist, fwd_out[Columns.ACTION_DIST_INPUTS], mask),
             }
         self.log_objective(module_id, stats, result)
         return total_loss

@@ -3,7 +3,8 @@
 [`GIPOLearnerMixin`][gipo_plugins.rllib.learner.GIPOLearnerMixin] goes first in a torch learner's bases
 (`class GIPOTorchLearner(GIPOLearnerMixin, PPOTorchLearner)`); the learner's
 `compute_loss_for_module` then calls [`objective_for`][gipo_plugins.rllib.learner.GIPOLearnerMixin.objective_for]
-and [`log_objective`][gipo_plugins.rllib.learner.GIPOLearnerMixin.log_objective].
+and [`log_objective`][gipo_plugins.rllib.learner.GIPOLearnerMixin.log_objective], with
+[`action_head_stats`][gipo_plugins.rllib.learner.action_head_stats] among its stats (a Gaussian head's mean log-std).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from typing import Any
 
 import torch
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.utils.typing import ModuleID, StateDict
 
 from gipo_plugins import DivergenceMonitor, ObjectiveResult, PolicyObjective
@@ -22,6 +24,31 @@ logger = logging.getLogger("ray.rllib.gipo_plugins")
 
 STATE_KEY = "gipo"
 """Key of GIPO's entry in a learner's state (`Learner.get_state()`, checkpoints)."""
+
+ACTION_LOG_STD_MEAN_KEY = "action_log_std_mean"
+"""Learner result key of a diagonal-Gaussian head's mean log-std (see `action_head_stats`)."""
+
+
+def action_head_stats(dist: Any, dist_inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    r"""The action head's own diagnostics: a diagonal Gaussian's mean log-std; `{}` for any other head.
+
+    For RLlib's `TorchDiagGaussian` (its default head for a `Box`), whose inputs are the halves
+    $[\mu, \log\sigma]$ of `Columns.ACTION_DIST_INPUTS` (`TorchDiagGaussian.from_logits`),
+
+    $$\overline{\log\sigma} = \frac{1}{|M|\,d}\sum_{t \in M}\sum_{j=1}^{d} \log\sigma_{t,j}$$
+
+    over the unmasked samples $M$ (all when `mask` is None) and the $d$ action dimensions, logged as
+    `action_log_std_mean` (with the entropy, how far exploration has collapsed). A 0-dim tensor, detached:
+    no device→host sync. Categorical heads (e.g. binned actions, `TorchMultiCategorical`) have no
+    log-std: nothing is logged for them.
+    """
+    if not isinstance(dist, TorchDiagGaussian):
+        return {}
+    log_std = dist_inputs.detach().chunk(2, dim=-1)[1].mean(dim=-1)
+    if mask is None:
+        return {ACTION_LOG_STD_MEAN_KEY: log_std.mean()}
+    mask = mask.to(log_std.dtype)
+    return {ACTION_LOG_STD_MEAN_KEY: (log_std * mask).sum() / mask.sum()}
 
 
 class GIPOLearnerMixin:
@@ -151,4 +178,4 @@ class GIPOLearnerMixin:
             self._restoring_from_path = False
 
 
-__all__ = ["STATE_KEY", "GIPOLearnerMixin", "logger"]
+__all__ = ["ACTION_LOG_STD_MEAN_KEY", "STATE_KEY", "GIPOLearnerMixin", "action_head_stats", "logger"]

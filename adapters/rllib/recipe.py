@@ -6,7 +6,11 @@ for every caller (`examples/rllib_metaworld.py`, `benchmarks.metaworld_stale.rll
 `benchmarks.rllib_iteration_overhead`):
 
 - the env `"metaworld/<task>"` (registered here), with `env_config` `max_episode_steps`, `seed`
-  and, when given, `reward_scale` (Meta-World returns are ~1000s; the APPO sweep scales them by 0.001);
+  and, when given, `reward_scale` (Meta-World returns are ~1000s; the APPO sweep scales them by 0.001)
+  and `action_bins` (the GIPO protocol's discretised head: `MultiDiscrete`, that many bins per action
+  dimension, RLlib's `TorchMultiCategorical`; its log-ratio is the joint log-ratio over the 4 dimensions,
+  as RLlib's `TorchMultiCategorical.logp` sums them, where the TorchRL recipe and the paper use one
+  ratio per dimension; see `gipo_plugins.rllib.envs`);
 - the env runners: how many, and the rollout fragment length;
 - the success metric (`MetaWorldSuccess`: `env_runners/episode_success`), unless `track_success=False`;
 - greedy evaluations (`algo.evaluate()`, on demand): `eval_episodes` episodes on one evaluation env
@@ -42,6 +46,7 @@ def metaworld_config(
     seed: int = 0,
     max_episode_steps: int = 500,
     reward_scale: float | None = None,
+    action_bins: int | None = None,
     env_runners: int = 1,
     rollout_fragment_length: int | str = "auto",
     eval_episodes: int | None = None,
@@ -60,17 +65,27 @@ def metaworld_config(
         max_episode_steps: episode length.
         reward_scale: multiplies the rewards (and the returns in results); None leaves `env_config` without it
             (scale 1).
+        action_bins: None: the `Box` action space (a diagonal-Gaussian head); an integer >= 2: that many bins
+            per action dimension (`MultiDiscrete`, bin $b$ acting $-1 + 2b/(n-1)$, a multi-categorical head
+            with a joint log-ratio).
         env_runners: `num_env_runners` (0: sample in the algorithm's process).
         rollout_fragment_length: the env runners' fragment length (`"auto"`, or e.g. 50 for APPO).
         eval_episodes: greedy evaluation episodes per `algo.evaluate()`; None: no evaluation set up.
         min_iteration_s: `reporting(min_time_s_per_iteration=...)`; None keeps the algorithm's default.
         track_success: log `episode_success` through `MetaWorldSuccess`.
         **training: passed to `config.training(...)` (e.g. `objective`, `lr`, `circular_buffer_num_batches`).
+
+    Raises:
+        ValueError: `action_bins` is not None and not an integer >= 2.
     """
     register_metaworld_envs([task])
     env_config: dict[str, Any] = {"max_episode_steps": max_episode_steps, "seed": seed}
     if reward_scale is not None:
         env_config["reward_scale"] = reward_scale
+    if action_bins is not None:
+        from gipo_plugins.metaworld import check_action_bins  # needs [metaworld]: imported only when asked for
+
+        env_config["action_bins"] = check_action_bins(action_bins)
     config = config.environment(ENV_PREFIX + task, env_config=env_config).env_runners(
         num_env_runners=env_runners, rollout_fragment_length=rollout_fragment_length
     )

@@ -14,6 +14,7 @@ from torchrl.envs import (
     default_info_dict_reader,
 )
 
+from gipo_plugins.metaworld import action_grid, check_action_bins
 from gipo_plugins.metaworld import make_metaworld_env as make_gym_env
 
 
@@ -23,11 +24,13 @@ class ActionBins(ActionDiscretizer):
     The grid includes both ends of the action box (for Meta-World's $[-1, 1]$ and 256 bins,
     $-1 + 2b/255$, as in the GIPO reference protocol), unlike
     `ActionDiscretizer`'s built-in interval strategies. The env then
-    takes a `MultiCategorical` action of bin indices, one per action dimension.
+    takes a `MultiCategorical` action of bin indices, one per action dimension. The map is the
+    Meta-World adapter's [`action_grid`][gipo_plugins.metaworld.action_grid] (RLlib's binned envs use it too).
     """
 
     def custom_arange(self, nint: int, device: torch.device) -> torch.Tensor:
-        return torch.arange(nint, device=device, dtype=torch.float32) / (nint - 1)
+        """The bins' positions in the action box, $b/(n-1)$: `action_grid` on $[0, 1]$."""
+        return torch.from_numpy(action_grid(nint, 0.0, 1.0)).to(device)
 
 
 def make_metaworld_env(
@@ -57,9 +60,7 @@ def make_metaworld_env(
     base.set_info_dict_reader(reader)
     transforms = [StepCounter(), RewardSum()]
     if action_bins is not None:
-        if action_bins < 2:
-            raise ValueError(f"action_bins must be >= 2, got {action_bins}")
-        transforms.append(ActionBins(action_bins))
+        transforms.append(ActionBins(check_action_bins(action_bins)))
     env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)
     return env

@@ -93,7 +93,8 @@ def plot(preset, groups: dict[str, dict], path) -> None:
     axes[0].set(ylim=(-0.02, 1.02))
     axes[2].set(yscale="log")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"RLlib APPO on Meta-World ({', '.join(preset.tasks)}): stale data from async runners and reuse")
+    head = f", {preset.action_bins}-bin action head" if preset.action_bins else ""
+    fig.suptitle(f"RLlib APPO on Meta-World ({', '.join(preset.tasks)}{head}): stale data from async runners and reuse")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -158,13 +159,20 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
     if preset.kl_coeff:
         kl_text = (f"APPO's KL loss to the target network is on for both (`kl_coeff` {preset.kl_coeff:g}, adapted "
                    f"towards `kl_target` {preset.kl_target:g}). ")  # fmt: skip
+    head_text = ""
+    if preset.action_bins:
+        head_text = (f"The action head is a {preset.action_bins}-bin `MultiDiscrete` per action dimension (bin b acts "
+                     f"-1 + 2b/{preset.action_bins - 1}; RLlib's `TorchMultiCategorical`), not the diagonal Gaussian, "
+                     "so the log-ratio is the joint log-ratio over the 4 dimensions (RLlib's "
+                     "`TorchMultiCategorical.logp` sums them); the TorchRL recipe and the paper use one ratio per "
+                     "dimension. ")  # fmt: skip
     description = (
         f"Made by `python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}` ({status}; seeds "
         f"{seeds}; {preset.total_steps:,} env steps per run). RLlib's APPO with {preset.env_runners} asynchronous "
         f"env runners and a {preset.buffer_batches} × {preset.buffer_iterations} circular buffer (each train batch "
         f"of {preset.train_batch} reused up to {preset.buffer_iterations} times), V-trace and the target network; "
         "the two variants are the same `AGIPOConfig` and differ only in `objective` (`ppo_clip` is APPO's own "
-        f"clipped surrogate). {kl_text}Greedy evaluations of {preset.eval_episodes} episodes every "
+        f"clipped surrogate). {head_text}{kl_text}Greedy evaluations of {preset.eval_episodes} episodes every "
         f"{preset.eval_every_steps:,} env steps on seeded goals; final = mean success over the last 20 % of the "
         "budget, AUC = area under the success curve / budget, IQM over tasks × seeds with stratified-bootstrap 95 % "
         "CIs. Policy lag: RLlib's count of learner updates between the weights that sampled a batch and the ones "

@@ -13,6 +13,12 @@ env steps on seeded goals. `small_kl` is `small` with APPO's KL loss to the targ
 for both variants, at APPO's default `kl_coeff` 1.0 and `kl_target` 0.01: in `small`, AGIPO's policy
 drifts away from the target network (|log r| p95 far above σ, falling entropy and return) with nothing
 to pull it back, and the KL loss is RLlib's own anchor (each preset has its own page and results).
+`binned` and `binned_light` (issue 24, run set 5) are `small` and `light` with the GIPO protocol's
+discretised action head: Meta-World's 4 action dimensions in 256 bins each (`action_bins=256`, a
+`MultiDiscrete` space, RLlib's `TorchMultiCategorical` head) instead of the diagonal Gaussian, no anchor.
+Their log-ratio is the joint log-ratio over the 4 dimensions (RLlib's `TorchMultiCategorical.logp` sums
+them; AGIPO's learner and APPO's V-trace use that joint ratio); the TorchRL recipe and the paper use one
+ratio per dimension. Does AGIPO lose to APPO only with the Gaussian head?
 
 Runs go through the study runner (`benchmarks.runner`): one Ray task per run (`--workers` at a time
 here, or on a cluster with `--address`), each run its own process with its own Ray instance (own temp
@@ -26,7 +32,8 @@ process and writes `<workdir>/<run>.json` (what each task runs). A summary has t
 sweep's shape (`steps`, `final_eval_success`, `history` rows with `steps` and, at evaluations,
 `eval_success`; `config.steps_per_iteration` is 0 because evaluation rows carry the env steps at which
 they ran), so `benchmarks.metaworld_stale.aggregate` can read it, plus per iteration: train success and
-return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy lag's mean (RLlib's
+return, `dead_fraction`, `log_ratio_abs_p95`, `ess`, the policy entropy and, for the Gaussian head,
+its mean log-std (`action_log_std_mean`), the policy lag's mean (RLlib's
 `diff_num_grad_updates_vs_sampler_policy`), p50, p95 and max, and the learner updates done:
 
 ```
@@ -36,6 +43,8 @@ python -m benchmarks.metaworld_stale.rllib_appo --preset small --report-only  # 
 python -m benchmarks.metaworld_stale.rllib_appo --preset small_kl --workers 1  # the same, KL loss on
 python -m benchmarks.metaworld_stale.rllib_appo --preset light --workers 1     # 16 x 2 buffer, no anchor
 python -m benchmarks.metaworld_stale.rllib_appo --preset small_anchor --workers 1  # AGIPO's anchor, both arms
+python -m benchmarks.metaworld_stale.rllib_appo --preset binned --workers 1        # 256-bin head, 16 x 20 buffer
+python -m benchmarks.metaworld_stale.rllib_appo --preset binned_light --workers 1  # 256-bin head, 16 x 2 buffer
 ```
 
 Cost (measured on a 2-core machine): a 150k-step `small` run took 370–700 s of wall time with the
@@ -86,6 +95,7 @@ class Preset:
     kl_coeff: float = 0.0  # > 0: APPO's KL penalty to the target network (`use_kl_loss`), adapted towards kl_target
     kl_target: float = 0.01
     behaviour_kl_coeff: float = 0.0  # AGIPOConfig's anchor to the behaviour policy, the same for both variants
+    action_bins: int | None = None  # None: the Box action (Gaussian head); n: n bins per dimension (MultiDiscrete)
 
 
 SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iterations": 4, "max_episode_steps": 100,
@@ -99,6 +109,12 @@ PRESETS = {
     "light": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2),
     # issue 24, run set 7: AGIPO's shipped anchor (0.1 KL to the behaviour policy), given to both arms
     "small_anchor": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, behaviour_kl_coeff=0.1),
+    # issue 24, run set 5: the discretised head (256 bins per dimension, joint log-ratio), heavy reuse, no anchor
+    "binned": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, action_bins=256),
+    # issue 24, run set 5: the same with light reuse (16 x 2 buffer, `light`'s settings), no anchor
+    "binned_light": Preset(
+        ("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2, action_bins=256
+    ),
 }
 
 
@@ -137,6 +153,7 @@ LEARNER_KEYS = (
     "policy_lag_max",
     "num_module_steps_trained",
     "entropy",
+    "action_log_std_mean",  # the Gaussian head's (None for the binned head)
 )
 LAG_MEAN = "diff_num_grad_updates_vs_sampler_policy"
 
@@ -169,6 +186,7 @@ def run_config(task: str, variant: str, seed: int, preset: Preset):
         seed=seed,
         max_episode_steps=preset.max_episode_steps,
         reward_scale=preset.reward_scale,
+        action_bins=preset.action_bins,
         env_runners=preset.env_runners,
         rollout_fragment_length=50,
         eval_episodes=preset.eval_episodes,

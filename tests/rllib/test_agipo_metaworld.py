@@ -53,7 +53,7 @@ def train_rounds(algo, rounds: int, budget_s: float = 120) -> tuple[list[dict], 
 
 
 def check_learner_stats(stats: dict) -> None:
-    for key in ("policy_loss", "vf_loss", "mean_IS", *METRIC_KEYS, *POLICY_LAG_KEYS, LAG_MEAN):
+    for key in ("policy_loss", "vf_loss", "mean_IS", "action_log_std_mean", *METRIC_KEYS, *POLICY_LAG_KEYS, LAG_MEAN):
         assert math.isfinite(float(stats[key])), key
     assert 0 <= stats["policy_lag_p50"] <= stats["policy_lag_p95"] <= stats["policy_lag_max"]
 
