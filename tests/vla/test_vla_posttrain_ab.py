@@ -108,6 +108,9 @@ def test_drift_note_gives_the_gradient_weight_left_at_gipos_log_ratio():
     (line,) = drift_note(rows)
     assert "averages 1.00 (max 3.0) against dapo's 0.30" in line
     assert "= 1.65 at" in line  # exp(1 - 1/2), the largest weight w * r takes
+    rows[0]["log_ratio_abs_p95"] = 0.4  # more than dapo, but the trust weight there is still 0.92
+    (line,) = drift_note(rows)
+    assert line.startswith("- **Little drift**") and "$w$ = 0.92" in line and "plain importance sampling" in line
     rows[0]["log_ratio_abs_p95"] = 0.2  # GIPO moved less than dapo: nothing to explain
     assert drift_note(rows) == []
 
