@@ -29,8 +29,11 @@ from a FIFO of the 32 most recent earlier episodes (the trainer's `replay_episod
 `fresh_episodes`), one pass each, 30 steps (124 episodes acted). Each episode is then used about
 twice, as in `two_pass`, with the same number of optimizer steps, so `fifo` is paired against
 `two_pass`: what differs is that the second use comes from a policy up to 8 generations behind.
-A preset that names another in `against` is paired with it on its page: each arm with itself there,
-same seed.
+`wide_neg` runs GIPO alone with σ₋ = 4σ for non-positive advantages (`gipo_sigma_neg_ratio`),
+dapo's arm from `full`: a token with A < 0 whose probability *rose* (ℓ > 0) is where PPO's min keeps
+the unclipped, growing gradient r·A that pushes it back down, while GIPO's weight w·r = exp(ℓ − ℓ²/2σ₋²)
+fades once ℓ passes σ₋² — a wider σ₋ keeps that correction. A preset that names another in `against`
+is paired with it on its page: each arm with itself there, same seed.
 
 Each run is `examples/vla_metaworld.py` in its own process, run by the study runner
 (`benchmarks.runner`): a Ray task per run (`--workers` at a time here, or a cluster with
@@ -54,6 +57,7 @@ python -m benchmarks.vla_posttrain --preset anchored --workers 2 # run set 3: th
 python -m benchmarks.vla_posttrain --preset two_pass --workers 2 # run set 2: 2 passes per batch, same episodes
 python -m benchmarks.vla_posttrain --preset sigma05 --workers 2  # run set 4: GIPO at sigma 0.5 against full's dapo
 python -m benchmarks.vla_posttrain --preset fifo --workers 2     # run set 7: episodes replayed from a FIFO, as acted
+python -m benchmarks.vla_posttrain --preset wide_neg --workers 2 # GIPO with sigma_- = 4 sigma against full's dapo
 ```
 """
 
@@ -111,6 +115,12 @@ class Preset:
         args = self.example_args
         return float(args[args.index("--sigma") + 1]) if "--sigma" in args else 1.0
 
+    @property
+    def sigma_neg_ratio(self) -> float:
+        """σ₋/σ for non-positive advantages (`--sigma-neg-ratio`; 1 where the preset does not set it)."""
+        args = self.example_args
+        return float(args[args.index("--sigma-neg-ratio") + 1]) if "--sigma-neg-ratio" in args else 1.0
+
 
 _SFT_ARGS = ("--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6")
 _TRAIN_ARGS = ("--episodes-per-step", "8", "--num-generations", "4", "--horizon", "60", "--lr", "3e-4",
@@ -148,6 +158,12 @@ PRESETS = {
         (*_FIFO_ARGS, "--behaviour-kl-coeff", "0.0"),
         report=True, page="vla_metaworld_fifo",
         title="VLA post-training on Meta-World from pixels, episodes replayed from a FIFO", against="two_pass",
+    ),
+    "wide_neg": Preset(  # issue 24: GIPO keeping the clipped loss's corrective gradient on A <= 0 (sigma_- = 4 sigma)
+        ("gipo",), tuple(range(10)),
+        (*_FULL_ARGS, "--behaviour-kl-coeff", "0.0", "--sigma-neg-ratio", "4"),
+        report=True, page="vla_metaworld_wide_neg",
+        title="Stale VLA post-training on Meta-World from pixels, GIPO with σ₋ = 4σ", against="full",
     ),
     "smoke": Preset(
         ("gipo", "dapo"), (0, 1),
@@ -487,6 +503,11 @@ def report(
             else ""
         )
         + (f" GIPO runs at **σ = {preset.sigma:g}**." if preset.sigma != 1 else "")
+        + (
+            f" GIPO runs with **σ₋ = {preset.sigma_neg_ratio:g} σ** for non-positive advantages."
+            if preset.sigma_neg_ratio != 1
+            else ""
+        )
         + (
             f" The {', '.join(loss_types[len(preset.loss_types) :])} arm is `{name}`'s runs on the same seeds: this "
             "preset changes nothing that arm reads."

@@ -190,6 +190,11 @@ RUN_SETS = (
            "epoch reuse of each batch", "none", "8 passes per batch", "vla_metaworld_sigma05.md", _vla("sigma05"),
            lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
            _vla_metric("stale/log_ratio_abs_p95")),
+    RunSet("VLA, 8 passes, no anchor, σ₋ = 4σ",
+           "VLA trainer, GIPO with σ₋ = 4σ for A ≤ 0 (10 seeds), vs TRL's dapo (the first VLA row's runs)",
+           "epoch reuse of each batch", "none", "8 passes per batch", "vla_metaworld_wide_neg.md", _vla("wide_neg"),
+           lambda s: s["final_success"], None, _vla_metric("clip_ratio/region_mean"),
+           _vla_metric("stale/log_ratio_abs_p95")),
 )  # fmt: skip
 
 

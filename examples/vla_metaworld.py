@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--sft-only", action="store_true", help="build/evaluate the SFT checkpoint and stop")
     p.add_argument("--loss-type", default="gipo", help="gipo, or a TRL loss type: dapo, sapo, grpo, ...")
     p.add_argument("--sigma", type=float, default=1.0)
+    p.add_argument("--sigma-neg-ratio", type=float, default=1.0, help="sigma_-/sigma for non-positive advantages")
     p.add_argument("--behaviour-kl-coeff", type=float, default=None,
                    help="anchor beta * KL(pi_behaviour || pi_theta), exact over the action tokens (the trainer's "
                    "gipo_behaviour_kl_coeff); default: 0.1 with gipo, 0 with TRL's loss types")  # fmt: skip
@@ -135,6 +136,7 @@ def main() -> None:
     name = args.run_name or f"{args.loss_type}_seed{args.seed}"
     config = VLAGIPOConfig(
         output_dir=str(Path(args.logdir) / name), task=args.task, loss_type=args.loss_type, gipo_sigma=args.sigma,
+        gipo_sigma_neg_ratio=args.sigma_neg_ratio,
         gipo_behaviour_kl_coeff=args.behaviour_kl_coeff,
         per_device_train_batch_size=args.episodes_per_step, num_generations=args.num_generations,
         num_iterations=args.num_iterations, episode_horizon=args.horizon, max_steps=args.max_steps,

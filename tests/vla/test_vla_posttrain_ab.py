@@ -131,6 +131,8 @@ def test_run_set_2_and_4_presets_change_one_thing_of_full():
     )  # the same number of batches of episodes, so the same data
     assert int(two_pass["--num-iterations"]) == 2 and int(two_pass["--eval-every"]) * 2 == int(two_pass["--max-steps"])
     assert sigma05 == full | {"--sigma": "0.5"} and (PRESETS["sigma05"].sigma, PRESETS["full"].sigma) == (0.5, 1.0)
+    assert _args(PRESETS["wide_neg"]) == full | {"--sigma-neg-ratio": "4"} and PRESETS["wide_neg"].sigma_neg_ratio == 4
+    assert PRESETS["wide_neg"].loss_types == ("gipo",) and PRESETS["wide_neg"].against == "full"
     assert PRESETS["sigma05"].loss_types == ("gipo",) and PRESETS["two_pass"].loss_types == ("gipo", "dapo")
     assert {PRESETS[n].against for n in ("anchored", "two_pass", "sigma05")} == {"full"} and not PRESETS["full"].against
     reporting = [preset for preset in PRESETS.values() if preset.report]
