@@ -330,8 +330,16 @@ where dapo stops it at ℓ = log 1.28 ≈ 0.25. The runs are consistent with tha
 step of every run (Adam's first step, the same in both arms) moves |log r| p95 to 1.37 on average,
 so on the second pass over that batch dapo clips the far tokens while GIPO keeps pushing them; from
 then on GIPO's policy moves further per batch than dapo's (p95 1.36 against 0.54 on the next batch,
-about 1.6 times dapo's for the rest of the run; the 2-pass page's figure). σ = 0.5 (w·r peaks at
-e^⅛ ≈ 1.13, at ℓ = 0.25, close to dapo's cap) tests this reading; it is running.
+about 1.6 times dapo's for the rest of the run; the 2-pass page's figure).
+
+**σ = 0.5 does not close the gap either.** At 8 passes, GIPO at σ = 0.5 (w·r peaks at e^⅛ ≈ 1.13,
+at ℓ = 0.25, close to dapo's cap) trails dapo by 9.4 points [−13.8, −5.0] (10 pairs; +2.0 points
+[−0.6, +4.6] against GIPO at σ = 1) and still drifts: |log r| p95 1.15 against dapo's 0.31. A
+tighter positive-side weight does not keep the policy near the acting one, so the drift is not
+driven by positive-advantage tokens alone. The side the clip treats differently and the weight
+does not is the other: a token with A < 0 whose probability *rose* past 1 + ε keeps PPO's
+unclipped gradient r·|A|, which grows with r and pushes it back, while GIPO's w·r fades once
+ℓ > σ₋² (sooner at σ = 0.5). That correction is what the `wide_neg` preset (σ₋ = 4σ) tests next.
 
 **The defaults that follow.** Every adapter offers the published anchor β·KL(π_behaviour ‖ π_θ)
 and, where the stock algorithm has no trust region besides the clip GIPO opens (APPO without its KL
@@ -342,8 +350,8 @@ batch let the policy drift, which is what an anchor restrains — so the default
 one, not a measured optimum; baseline objectives keep their framework's loss, and every A/B sets the
 anchor for both arms; in the VLA trainer the anchor neither helped nor hurt GIPO, so the published
 default stays there too. Still to run (issue 24): APPO `light` (1 of 12 runs) and `small_anchor`,
-the VLA trainer at σ = 0.5 and with a FIFO of episodes replayed across generations (`fifo`), a
-binned action head in RLlib (`binned`, `binned_light`).
+the VLA trainer with σ₋ = 4σ (`wide_neg`) and with a FIFO of episodes replayed across
+generations (`fifo`), a binned action head in RLlib (`binned`, `binned_light`).
 """
 
 
