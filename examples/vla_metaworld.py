@@ -53,13 +53,11 @@ TRAIN_METRICS = (
 
 
 class SuccessCurve(TrainerCallback):
-    """Greedy success rate every `every` optimizer steps, logged through the trainer's loggers."""
+    """Greedy success rate every `every` optimizer steps, logged through the trainer's loggers, with the
+    environment episodes the trainer has acted so far (`VLAGIPOTrainer.episodes_acted`)."""
 
-    def __init__(self, evaluate, every: int, curve: list, steps_per_generation: int, batch: int, fresh: int):
-        """`batch` episodes per generation, of which `fresh` are acted once the replay FIFO has filled (the first
-        generation acts all of its `batch`; without replay `fresh == batch`)."""
-        self.evaluate, self.every, self.curve = evaluate, every, curve
-        self.steps_per_generation, self.batch, self.fresh = steps_per_generation, batch, fresh
+    def __init__(self, evaluate, every: int, curve: list, trainer: VLAGIPOTrainer):
+        self.evaluate, self.every, self.curve, self.trainer = evaluate, every, curve, trainer
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
@@ -70,8 +68,7 @@ class SuccessCurve(TrainerCallback):
 
     def record(self, state):
         success = self.evaluate()
-        generations = -(-state.global_step // self.steps_per_generation)  # a new batch of episodes every N steps
-        acted = self.batch + self.fresh * (generations - 1) if generations else 0  # environment episodes
+        acted = self.trainer.episodes_acted
         self.curve.append({"step": state.global_step, "episodes": acted, "eval_success_rate": success})
         state.log_history.append({"step": state.global_step, "eval_success_rate": success})
         print(f"[eval] step {state.global_step}: success {success:.2f}", flush=True)
@@ -146,11 +143,8 @@ def main() -> None:
         logging_steps=1, save_strategy="no", report_to="none", lr_scheduler_type="constant",
     )  # fmt: skip
     curve = [{"step": 0, "episodes": 0, "eval_success_rate": sft_success}]
-    # TRL collects episodes every steps_per_generation * num_iterations optimizer steps
-    batch = config.generation_batch_size
-    callback = SuccessCurve(evaluate, args.eval_every, curve, config.steps_per_generation * args.num_iterations,
-                            batch, args.fresh_episodes or batch)  # fmt: skip
-    trainer = VLAGIPOTrainer(model, processor, config, goal_dataset(list(range(50))), callbacks=[callback])
+    trainer = VLAGIPOTrainer(model, processor, config, goal_dataset(list(range(50))))
+    trainer.add_callback(SuccessCurve(evaluate, args.eval_every, curve, trainer))
     trainer.train()
     trainer.save_model(config.output_dir)
     processor.save_pretrained(config.output_dir)

@@ -27,8 +27,9 @@ episodes enter the FIFO. A replayed episode is used exactly as it was acted — 
 log-probs, behaviour categorical and advantages stored then, never re-scored — so its ratio is to
 the policy that acted it, as in the TorchRL recipe's replay. Until the FIFO holds enough episodes a
 generation acts its whole batch. `replay/age_mean` logs the batch's mean age in generations (0 for
-fresh episodes). The FIFO lives in host memory and is not part of checkpoints: a resumed run starts
-it empty.
+fresh episodes) and `episodes_acted` counts the environment episodes acted for training. Evaluation
+acts every episode and neither replays nor stores. The FIFO lives in host memory and is not part of
+checkpoints: a resumed run starts it empty.
 
 Staleness is logged for every loss type: `stale/log_ratio_abs_mean` and `stale/log_ratio_abs_p95`
 ($|\log r|$ over the batch's action tokens); dead fractions are `gipo/dead_fraction` /
@@ -204,6 +205,7 @@ class VLAGIPOTrainer(GIPOTrainer):
         self._replay: deque[dict] = deque(maxlen=args.replay_episodes)  # episodes as acted, [T, ...] CPU tensors
         self._replay_rng = random.Random(args.seed)
         self._generation = 0
+        self.episodes_acted = 0  # environment episodes acted for training (replayed ones are not acted again)
 
     @property
     def policy(self) -> VLAPolicy:
@@ -244,17 +246,20 @@ class VLAGIPOTrainer(GIPOTrainer):
         that acted it: the fresh ones, then (replaying) those drawn from the FIFO, which the fresh then join as
         host-memory copies. Returns them and the rollout of the fresh ones."""
         goals = [int(row["goal_index"]) for row in inputs]
+        replaying = self.args.replay_episodes > 0 and self.model.training  # evaluation never replays nor stores
         fresh = len(goals)
-        if self.args.replay_episodes and len(self._replay) >= len(goals) - self.args.fresh_episodes:
+        if replaying and len(self._replay) >= len(goals) - self.args.fresh_episodes:
             fresh = self.args.fresh_episodes
         rollout = self._run_episodes(goals[:fresh])
+        if self.model.training:
+            self.episodes_acted += fresh
         advantages = torch.as_tensor(step_advantages(rollout["rewards"], self.num_generations, self.args.discount),
                                      dtype=torch.float32)  # fmt: skip
         stacked = {key: torch.stack([s[key] for s in rollout["steps"]], 1) for key in self._EPISODE_KEYS}
         acted = [{**{key: value[i] for key, value in stacked.items()}, "advantages": advantages[i],
                   "generation": self._generation} for i in range(fresh)]  # fmt: skip
         replayed = self._replay_rng.sample(list(self._replay), len(goals) - fresh)
-        if self.args.replay_episodes:
+        if replaying:
             for episode in acted:
                 self._replay.append({key: value.cpu() if torch.is_tensor(value) else value
                                      for key, value in episode.items()})  # fmt: skip

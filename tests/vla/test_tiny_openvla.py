@@ -275,6 +275,12 @@ def test_replayed_episodes_carry_what_was_stored_when_they_were_acted(tiny_vla, 
     assert trainer._metrics["train"]["replay/age_mean"] == [0.0, 0.5]  # fresh episodes age 0, replayed 1
     assert len(trainer._replay) == 4 and trainer._replay[-1]["generation"] == 1  # the FIFO keeps the newest
     assert all(not value.is_cuda for ep in trainer._replay for value in ep.values() if torch.is_tensor(value))
+    assert trainer.episodes_acted == 4 + 2  # the first generation acted its whole batch, the second its fresh half
+    stored = list(trainer._replay)
+    trainer.model.eval()  # evaluation acts its whole batch and neither replays nor stores
+    trainer._generate_and_score_completions(rows)
+    assert list(trainer._replay) == stored and trainer.episodes_acted == 6
+    assert trainer._metrics["eval"]["replay/age_mean"] == [0.0]  # every episode of the batch acted now
 
 
 def test_post_training_with_replay_is_stale_in_a_single_pass(tiny_vla, tmp_path):
@@ -364,6 +370,12 @@ def test_example_post_trains_from_a_checkpoint_and_writes_its_curve(tiny_vla, tm
     summary = json.loads((tmp_path / "run.json").read_text())
     assert [c["step"] for c in summary["curve"]] == [0, 1, 2]
     assert [c["episodes"] for c in summary["curve"]] == [0, 4, 4]  # num_iterations=2: one batch per 2 steps
+    # replaying: the first generation acts its 4 episodes, each later one its 2 fresh, the rest from the FIFO
+    replay = ["--num-iterations", "1", "--replay-episodes", "4", "--fresh-episodes", "2", "--run-name", "replay"]
+    monkeypatch.setattr(sys, "argv", argv + replay)
+    vla_metaworld.main()
+    replayed = json.loads((tmp_path / "replay.json").read_text())
+    assert [c["episodes"] for c in replayed["curve"]] == [0, 4, 6]
     assert all(0.0 <= c["eval_success_rate"] <= 1.0 for c in summary["curve"])
     stale = summary["train_metrics"]["stale/log_ratio_abs_p95"]  # what the A/B benchmark reads
     assert len(stale) == 2 and stale[0] < 1e-4 < stale[1]
