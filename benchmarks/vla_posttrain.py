@@ -435,13 +435,14 @@ def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0,
             f"{2 * sigma**2:g})$ = {weight:.2f} at $\\ell$ = {ell:.2f}, where {loss}'s clip has stopped it: GIPO has "
             + (
                 f"no hard trust region; here both arms ran with the anchor β = {anchor:g} · KL(π_behaviour ‖ π_θ), "
-                "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; this A/B does not "
-                "test it."
+                "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; the `sigma05` run "
+                "set tests it, without the anchor."
                 if anchor > 0
                 else f"no hard trust region, and {reuse} with no KL term lets that "
                 "weight carry the policy far from the one that acted. "
                 + (
-                    "A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound it; this A/B does not test them."
+                    "A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound it; the `sigma05` and `anchored` "
+                    "run sets test them."
                     if sigma >= 1
                     else f"This A/B tests the smaller σ = {sigma:g} (AcceRL's demo), which bounds that weight sooner."
                 )

@@ -339,7 +339,20 @@ tighter positive-side weight does not keep the policy near the acting one, so th
 driven by positive-advantage tokens alone. The side the clip treats differently and the weight
 does not is the other: a token with A < 0 whose probability *rose* past 1 + ε keeps PPO's
 unclipped gradient r·|A|, which grows with r and pushes it back, while GIPO's w·r fades once
-ℓ > σ₋² (sooner at σ = 0.5). That correction is what the `wide_neg` preset (σ₋ = 4σ) tests next.
+ℓ > σ₋² (sooner at σ = 0.5). That correction is what the `wide_neg` preset (σ₋ = 4σ) tests.
+
+**Nor is the negative side.** With σ₋ = 4σ a token with A ≤ 0 keeps w ≥ ½ up to |ℓ| ≈ 4.7, so the
+push back on a bad token whose probability rose is kept; yet GIPO ends where it did (final success
+0.03; +0.2 points [−2.8, +3.6] against σ₋ = σ, 10 paired seeds), drifts as far (|log r| p95 1.63
+against 1.50), and dapo stays ahead by 11.2 points [−16.0, −6.0]. So none of the four suspects
+tested in this trainer — the anchor, the update rate, σ, the negative side — explains its gap, and
+the cause stays open. What is established: the two arms take identical gradients on the pass that
+acted (a CI test: r = 1, w = 1, nothing clipped), so the gap comes only from reused data; and it is
+already there at 2 passes, where GIPO's trust weight is 0.96 at its p95 and dapo clips 3 % of the
+tokens. The likeliest reading is that those few tokens decide the outcome here: the hard zero the
+clip gives them does better than a smooth weight that keeps them, however σ or σ₋ shapes it. Plain
+importance sampling (w ≡ 1) in the same A/B would test that reading; it has not been run. In this
+trainer, for reused batches, use the clipped loss.
 
 **The defaults that follow.** Every adapter offers the published anchor β·KL(π_behaviour ‖ π_θ)
 and, where the stock algorithm has no trust region besides the clip GIPO opens (APPO without its KL
@@ -350,8 +363,8 @@ batch let the policy drift, which is what an anchor restrains — so the default
 one, not a measured optimum; baseline objectives keep their framework's loss, and every A/B sets the
 anchor for both arms; in the VLA trainer the anchor neither helped nor hurt GIPO, so the published
 default stays there too. Still to run (issue 24): APPO `light` (1 of 12 runs) and `small_anchor`,
-the VLA trainer with σ₋ = 4σ (`wide_neg`) and with a FIFO of episodes replayed across
-generations (`fifo`), a binned action head in RLlib (`binned`, `binned_light`).
+the VLA trainer with a FIFO of episodes replayed across generations (`fifo`), a binned action head
+in RLlib (`binned`, `binned_light`).
 """
 
 

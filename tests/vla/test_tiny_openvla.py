@@ -348,6 +348,23 @@ def test_anchor_is_the_exact_kl_to_the_categorical_stored_when_acting(tiny_vla, 
     torch.testing.assert_close(plain, core.loss / batch["num_items_in_batch"], rtol=1e-5, atol=1e-7)
 
 
+def test_gipo_and_dapo_take_the_same_gradient_on_the_pass_that_acted(tiny_vla, tmp_path):
+    """The A/B's arms differ only where the data are reused: at r = 1, w = 1 and no token is clipped."""
+    gipo, dapo = (vla_trainer(tiny_vla, tmp_path / loss, loss_type=loss, gipo_behaviour_kl_coeff=0.0)
+                  for loss in ("gipo", "dapo"))  # fmt: skip
+    torch.manual_seed(0)
+    batch = gipo._generate_and_score_completions([{"goal_index": g} for g in (0, 0, 1, 1)])
+    assert batch["advantages"].abs().min() > 0  # every token is pushed, one way or the other
+    grads = []
+    for trainer in (gipo, dapo):
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        trainer._compute_loss(trainer.model, batch).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert grads[0].norm() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.gpu
 def test_post_training_on_cuda_in_bf16(tiny_vla, tmp_path):
     trainer = vla_trainer(tiny_vla, tmp_path, use_cpu=False, bf16=True, max_steps=2)
