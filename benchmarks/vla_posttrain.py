@@ -436,13 +436,13 @@ def drift_note(rows: list[dict], anchor: float = 0.0, sigma: float = 1.0,
             + (
                 f"no hard trust region; here both arms ran with the anchor β = {anchor:g} · KL(π_behaviour ‖ π_θ), "
                 "which pulls it back. A smaller σ (AcceRL's demo uses 0.5) would bound it further; the `sigma05` run "
-                "set tests it, without the anchor."
+                "set tests it, without the anchor, at 8 passes per batch."
                 if anchor > 0
                 else f"no hard trust region, and {reuse} with no KL term lets that "
                 "weight carry the policy far from the one that acted. "
                 + (
                     "A smaller σ (AcceRL's demo uses 0.5) or a KL penalty would bound it; the `sigma05` and `anchored` "
-                    "run sets test them."
+                    "run sets test them, at 8 passes per batch."
                     if sigma >= 1
                     else f"This A/B tests the smaller σ = {sigma:g} (AcceRL's demo), which bounds that weight sooner."
                 )
