@@ -109,17 +109,20 @@ class Preset:
         """The anchor coefficient β both arms run with (`--behaviour-kl-coeff`, which every preset sets)."""
         return float(self.example_args[self.example_args.index("--behaviour-kl-coeff") + 1])
 
+    def _float_arg(self, flag: str, default: float) -> float:
+        """The value the preset passes the example for `flag`, or the example's `default` where it passes none."""
+        args = self.example_args
+        return float(args[args.index(flag) + 1]) if flag in args else default
+
     @property
     def sigma(self) -> float:
         """GIPO's σ (`--sigma`; the example's default, 1, where the preset does not set it)."""
-        args = self.example_args
-        return float(args[args.index("--sigma") + 1]) if "--sigma" in args else 1.0
+        return self._float_arg("--sigma", 1.0)
 
     @property
     def sigma_neg_ratio(self) -> float:
         """σ₋/σ for non-positive advantages (`--sigma-neg-ratio`; 1 where the preset does not set it)."""
-        args = self.example_args
-        return float(args[args.index("--sigma-neg-ratio") + 1]) if "--sigma-neg-ratio" in args else 1.0
+        return self._float_arg("--sigma-neg-ratio", 1.0)
 
 
 _SFT_ARGS = ("--checkpoint", "runs/vla/sft_reach-v3", "--demo-episodes", "50", "--sft-epochs", "6")

@@ -286,17 +286,17 @@ def plot(scored: list[Scored], path: Path) -> None:
 
 FINDINGS = """\
 **What the runs say.** GIPO is ahead of the clipped loss in one setting, the one the paper reports:
-stale replay with few policy updates per unit of data (the TorchRL recipe, one actor step per 50
-env steps). It is behind where each batch drives many updates and nothing anchors the policy to
-the one that acted: AGIPO with APPO's 16 × 20 buffer and no KL loss, and the VLA trainer with 8
-passes per batch (where, below, it stays behind in every regime tried). There GIPO's |log r| p95
-sits far above σ = 1 and far above the clipped loss's: the policy has drifted to where the
-Gaussian weight no longer restrains a positive-advantage sample
-(its gradient weight w·r is still e^½ at ℓ = 1, where the clip has stopped it) and, once |ℓ| ≫ σ,
-no longer pulls it back either. With APPO's own KL loss on, AGIPO no longer drifts — its |log r|
-p95 is APPO's — and its return no longer collapses, but it is not separated from APPO either; there
-APPO's clip zeroes almost no sample, so this is not the regime where clipping stalls. Where the clip
-zeroes few samples (fresh data), GIPO and the clip cannot differ much, and they do not.
+stale replay with few policy updates per unit of data (the TorchRL recipe, one actor step per 50 env
+steps). It is behind where each batch drives many updates and nothing anchors the policy to the one
+that acted: AGIPO with APPO's 16 × 20 buffer and no KL loss, and the VLA trainer with 8 passes per
+batch (where, below, it stays behind in every regime tried). There GIPO's |log r| p95 sits far above
+σ = 1 and far above the clipped loss's: the policy has drifted to where the Gaussian weight no
+longer restrains a positive-advantage sample (its gradient weight w·r is still e^½ at ℓ = 1, where
+the clip has stopped it) and, once |ℓ| ≫ σ, no longer pulls it back either. With APPO's own KL loss
+on, AGIPO no longer drifts — its |log r| p95 is APPO's — and its return no longer collapses, but it
+is not separated from APPO either; there APPO's clip zeroes almost no sample, so this is not the
+regime where clipping stalls. Where the clip zeroes few samples (fresh data), GIPO and the clip
+cannot differ much, and they do not.
 
 **The anchor is not what makes GIPO win in the recipe.** Without it (`kl_coeff` 0, both arms,
 reach-v3 and handle-press-v3 × 3 seeds) GIPO drifts further — |log r| p95 ≈ 4 against ≈ 1.1 with

@@ -246,12 +246,13 @@ class VLAGIPOTrainer(GIPOTrainer):
         that acted it: the fresh ones, then (replaying) those drawn from the FIFO, which the fresh then join as
         host-memory copies. Returns them and the rollout of the fresh ones."""
         goals = [int(row["goal_index"]) for row in inputs]
-        replaying = self.args.replay_episodes > 0 and self.model.training  # evaluation never replays nor stores
+        training = self.model.training
+        replaying = training and self.args.replay_episodes > 0  # evaluation never replays nor stores
         fresh = len(goals)
         if replaying and len(self._replay) >= len(goals) - self.args.fresh_episodes:
             fresh = self.args.fresh_episodes
         rollout = self._run_episodes(goals[:fresh])
-        if self.model.training:
+        if training:
             self.episodes_acted += fresh
         advantages = torch.as_tensor(step_advantages(rollout["rewards"], self.num_generations, self.args.discount),
                                      dtype=torch.float32)  # fmt: skip

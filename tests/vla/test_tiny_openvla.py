@@ -387,13 +387,13 @@ def test_example_post_trains_from_a_checkpoint_and_writes_its_curve(tiny_vla, tm
     summary = json.loads((tmp_path / "run.json").read_text())
     assert [c["step"] for c in summary["curve"]] == [0, 1, 2]
     assert [c["episodes"] for c in summary["curve"]] == [0, 4, 4]  # num_iterations=2: one batch per 2 steps
+    assert all(0.0 <= c["eval_success_rate"] <= 1.0 for c in summary["curve"])
+    stale = summary["train_metrics"]["stale/log_ratio_abs_p95"]  # what the A/B benchmark reads
+    assert len(stale) == 2 and stale[0] < 1e-4 < stale[1]
+    assert (tmp_path / "run" / "config.json").exists()
     # replaying: the first generation acts its 4 episodes, each later one its 2 fresh, the rest from the FIFO
     replay = ["--num-iterations", "1", "--replay-episodes", "4", "--fresh-episodes", "2", "--run-name", "replay"]
     monkeypatch.setattr(sys, "argv", argv + replay)
     vla_metaworld.main()
     replayed = json.loads((tmp_path / "replay.json").read_text())
     assert [c["episodes"] for c in replayed["curve"]] == [0, 4, 6]
-    assert all(0.0 <= c["eval_success_rate"] <= 1.0 for c in summary["curve"])
-    stale = summary["train_metrics"]["stale/log_ratio_abs_p95"]  # what the A/B benchmark reads
-    assert len(stale) == 2 and stale[0] < 1e-4 < stale[1]
-    assert (tmp_path / "run" / "config.json").exists()
