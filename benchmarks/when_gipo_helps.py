@@ -355,17 +355,16 @@ clip gives them does better than a smooth weight that keeps them, however σ or 
 importance sampling (w ≡ 1) in the same A/B would test that reading; it has not been run. In this
 trainer, for reused batches, use the clipped loss.
 
-**Nor is it the regime (7 of 10 seeds so far).** In the paper's stale regime in this trainer, each
-batch is half fresh and half replayed as acted from a FIFO of the 32 most recent episodes (up to 8
-generations old). It runs one pass per batch and the 2-pass set's 30 optimizer steps. GIPO still
-trails dapo there: −6.0 points [−10.6, −1.7] over 7 paired seeds (0.09 vs 0.15; GIPO ends below
-its SFT start, dapo above). On data of the same ages dapo's clip zeroes 6 % of the tokens, while
-GIPO's |log r| p95 is 1.06 against dapo's 0.40: GIPO's policy moves further from the ones that
-acted. So in the VLA trainer GIPO is behind in every regime tried, stale replay included: the
-opposite of the TorchRL recipe here and of the paper's VLA results. Those ran a full OpenVLA on
-LIBERO and Meta-World, with the authors' trainer; this is a tiny model from pixels with TRL's
-loop. Against their own 2-pass runs neither loss changed significantly (GIPO +1.4 points, dapo
-−2.6).
+**Nor is it the regime.** In the paper's stale regime in this trainer, each batch is half fresh and
+half replayed as acted from a FIFO of the 32 most recent episodes (up to 8 generations old). It runs
+one pass per batch and the 2-pass set's 30 optimizer steps. GIPO still trails dapo there: −7.6
+points [−11.4, −3.8] over 10 paired seeds (0.08 vs 0.16; GIPO ends below its SFT start, dapo above).
+On data of the same ages dapo's clip zeroes 6 % of the tokens, while GIPO's |log r| p95 is 1.05
+against dapo's 0.40: GIPO's policy moves further from the ones that acted. So in the VLA trainer
+GIPO is behind in every regime tried, stale replay included: the opposite of the TorchRL recipe here
+and of the paper's VLA results. Those ran a full OpenVLA on LIBERO and Meta-World, with the authors'
+trainer; this is a tiny model from pixels with TRL's loop. Against their own 2-pass runs neither
+loss changed significantly (GIPO +2.0 points [−3.6, +7.0], dapo +0.8 [−6.2, +8.0]).
 
 **The defaults that follow.** Every adapter offers the published anchor β·KL(π_behaviour ‖ π_θ)
 and, where the stock algorithm has no trust region besides the clip GIPO opens (APPO without its KL
@@ -376,7 +375,7 @@ batch let the policy drift, which is what an anchor restrains — so the default
 one, not a measured optimum; baseline objectives keep their framework's loss, and every A/B sets the
 anchor for both arms; in the VLA trainer the anchor neither helped nor hurt GIPO, so the published
 default stays there too. Still to run (issue 24): APPO `light` (1 of 12 runs) and `small_anchor`,
-the last 3 seeds of the VLA `fifo` set, a binned action head in RLlib (`binned`, `binned_light`).
+and a binned action head in RLlib (`binned`, `binned_light`).
 """
 
 
