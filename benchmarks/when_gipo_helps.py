@@ -5,7 +5,8 @@ clipped loss it replaces (the same tasks and seeds in both arms; mean and 95 % b
 `benchmarks.stats.paired`), how many samples the clip zeroes there, how far GIPO's policy drifts
 (|log r| p95) and a link to the run set's own page. Nothing is rerun: each row reads its study's
 committed store and scores the runs with that study's own functions, so a row changes only when runs
-land. A run set still running is shown with the pairs it has (no verdict below `MIN_PAIRS`).
+land. A run set still running shows the pairs it has of those it plans (no verdict below `MIN_PAIRS`),
+and the page ends with the run sets still landing and the command that resumes each.
 
 Columns, per run set:
 
@@ -32,12 +33,22 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmarks import runner
+from benchmarks import runner, vla_posttrain
 from benchmarks.metaworld_stale import aggregate, rllib_appo, sweep
 from benchmarks.report import present_mean, write_report
 from benchmarks.stats import MIN_PAIRS, Paired, paired
 
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+class Source(NamedTuple):
+    """Where a run set's runs are: its arms as they have landed, how many GIPO–baseline pairs it plans, and the
+    command that runs the rest (it resumes from the store)."""
+
+    load: Callable[[], tuple[dict, dict]]
+    """`() -> (gipo, baseline)`, each `{(task, seed): summary}` of the runs finished so far."""
+    planned: int
+    command: str
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,7 @@ class RunSet:
     anchor: str
     update_rate: str
     page: str
-    load: Callable[[], tuple[dict, dict]]
-    """`() -> (gipo, baseline)`, each `{(task, seed): summary}`."""
+    source: Source
     final: Callable[[dict], float]
     auc: Callable[[dict], float] | None
     dead: Callable[[dict], float]
@@ -73,7 +83,7 @@ def _sweep_store(preset_name: str) -> dict:
     return runner.stored(sweep.runs_of(sweep.PRESETS[preset_name]), sweep.results_dir(preset_name))
 
 
-def _torchrl(regime: str, preset_name: str = "small", tasks: tuple[str, ...] = ()) -> Callable[[], tuple[dict, dict]]:
+def _torchrl(regime: str, preset_name: str = "small", tasks: tuple[str, ...] = ()) -> Source:
     """The TorchRL sweep's GIPO and PPO-clip runs of `preset_name` in `regime` (only `tasks`, if given)."""
 
     def load() -> tuple[dict, dict]:
@@ -83,25 +93,27 @@ def _torchrl(regime: str, preset_name: str = "small", tasks: tuple[str, ...] = (
                 for v in ("gipo", "ppo_clip")}  # fmt: skip
         return arms["gipo"], arms["ppo_clip"]
 
-    return load
+    planned = {(r.task, r.seed) for r in sweep.runs_of(sweep.PRESETS[preset_name])
+               if r.regime == regime and (not tasks or r.task in tasks)}  # fmt: skip
+    return Source(load, len(planned), f"python -m benchmarks.metaworld_stale.sweep --preset {preset_name}")
 
 
-def _appo(preset_name: str) -> Callable[[], tuple[dict, dict]]:
+def _appo(preset_name: str) -> Source:
     def load() -> tuple[dict, dict]:
         runs = runner.stored(rllib_appo.runs_of(rllib_appo.PRESETS[preset_name]), rllib_appo.RESULTS
                              / f"rllib_appo_{preset_name}")  # fmt: skip
         arms = {v: {(r.task, r.seed): s for r, s in runs.items() if r.variant == v} for v in rllib_appo.VARIANTS}
         return arms["gipo"], arms["ppo_clip"]
 
-    return load
+    preset = rllib_appo.PRESETS[preset_name]
+    command = f"python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}"
+    return Source(load, len(preset.tasks) * len(preset.seeds), command)
 
 
-def _vla(preset_name: str) -> Callable[[], tuple[dict, dict]]:
+def _vla(preset_name: str) -> Source:
     """A VLA preset's GIPO and dapo arms; an arm the preset does not run is its `against` preset's (same seeds)."""
 
     def load() -> tuple[dict, dict]:
-        from benchmarks import vla_posttrain
-
         def arm(name: str, loss: str) -> dict:
             runs = runner.stored(vla_posttrain.runs_of(vla_posttrain.PRESETS[name]), vla_posttrain.RESULTS / name)
             return {("reach-v3", r.seed): s for r, s in runs.items() if r.loss_type == loss}
@@ -112,7 +124,8 @@ def _vla(preset_name: str) -> Callable[[], tuple[dict, dict]]:
             return gipo, arm(preset_name, "dapo")
         return gipo, {key: s for key, s in arm(preset.against, "dapo").items() if key in gipo}
 
-    return load
+    command = f"python -m benchmarks.vla_posttrain --preset {preset_name}"
+    return Source(load, len(vla_posttrain.PRESETS[preset_name].seeds), command)
 
 
 def _vla_metric(key: str) -> Callable[[dict], float]:
@@ -148,6 +161,12 @@ RUN_SETS = (
            "APPO's KL loss to the target network, both arms", "16 × 20 circular buffer: up to 20 updates per batch",
            "metaworld_stale_rllib_appo_small_kl.md", _appo("small_kl"), aggregate.final_success, aggregate.auc,
            _second_half("dead_fraction"), _second_half("log_ratio_abs_p95")),
+    RunSet("RLlib APPO 16 × 20, AGIPO's anchor",
+           "RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)",
+           "KL 0.1 to the behaviour policy (AGIPO's shipped anchor), both arms",
+           "16 × 20 circular buffer: up to 20 updates per batch", "metaworld_stale_rllib_appo_small_anchor.md",
+           _appo("small_anchor"), aggregate.final_success, aggregate.auc, _second_half("dead_fraction"),
+           _second_half("log_ratio_abs_p95")),
     RunSet("RLlib APPO 16 × 2, no KL",
            "RLlib AGIPO vs APPO (2 tasks × 3 seeds)", "asynchronous lag (2 env runners)", "none (APPO's default)",
            "16 × 2 circular buffer: up to 2 updates per batch", "metaworld_stale_rllib_appo_light.md",
@@ -238,7 +257,7 @@ def scores() -> list[Scored]:
     """Every run set, read from its store and scored once."""
     out = []
     for run_set in RUN_SETS:
-        gipo, baseline = run_set.load()
+        gipo, baseline = run_set.source.load()
         final = _difference(gipo, baseline, run_set.final)
         auc = _difference(gipo, baseline, run_set.auc) if run_set.auc else None
         out.append(Scored(run_set, gipo, baseline, final, auc))
@@ -250,7 +269,7 @@ def rows(scored: list[Scored]) -> list[dict]:
     for run_set, gipo, baseline, final, auc in scored:
         out.append({
             "stack": run_set.stack, "regime": run_set.regime, "anchor": run_set.anchor,
-            "update_rate": run_set.update_rate, "pairs": final.pairs if final else 0,
+            "update_rate": run_set.update_rate, "pairs": f"{final.pairs if final else 0} of {run_set.source.planned}",
             "final": _cell(final), "auc": _cell(auc), "verdict": _verdict(final, auc),
             "dead_fraction": present_mean([run_set.dead(s) for s in baseline.values()]),
             "log_ratio_p95": present_mean([run_set.drift(s) for s in gipo.values()]),
@@ -374,9 +393,18 @@ default — the recipe does as well without it, but the losses happen exactly wh
 batch let the policy drift, which is what an anchor restrains — so the default stays the published
 one, not a measured optimum; baseline objectives keep their framework's loss, and every A/B sets the
 anchor for both arms; in the VLA trainer the anchor neither helped nor hurt GIPO, so the published
-default stays there too. Still to run (issue 24): APPO `light` (1 of 12 runs) and `small_anchor`,
-and a binned action head in RLlib (`binned`, `binned_light`).
+default stays there too.
 """
+
+
+def still_landing(scored: list[Scored]) -> str:
+    """A closing paragraph naming the run sets with fewer pairs than they plan (empty when every one is complete)."""
+    short = [(s.run_set, s.final.pairs if s.final else 0) for s in scored]
+    short = [f"{run_set.label}, {pairs} of {run_set.source.planned} pairs (`{run_set.source.command}`)"
+             for run_set, pairs in short if pairs < run_set.source.planned]  # fmt: skip
+    if not short:
+        return ""
+    return f"\n**Still landing** (each command resumes from its store): {'; '.join(short)}.\n"
 
 
 def main(docs: Path | None = None, img: Path | None = None) -> None:
@@ -408,7 +436,7 @@ def main(docs: Path | None = None, img: Path | None = None) -> None:
             "page": "run set",
         },
         digits=2,
-        footer=FINDINGS,
+        footer=FINDINGS + still_landing(scored),
         docs=docs,
     )
 
