@@ -325,8 +325,16 @@ final success, the anchored one does in AUC). Removing the anchor changes neithe
 significantly (paired against the anchored runs on the no-anchor page: GIPO +0.02 final / −0.12 AUC,
 PPO-clip −0.12 / −0.07, every interval across 0). So at one actor step per 50 env steps a drifting
 GIPO policy still learns: of the three suspects for the losses elsewhere, this argues against the
-missing anchor alone and for the update rate, which the APPO `light` set (16 × 2 buffer, in progress)
-and the VLA 2-pass set test.
+missing anchor alone and for the update rate, which the APPO `light` set (16 × 2 buffer) and the
+VLA 2-pass set then tested: neither bears it out (below).
+
+**Nor is the update rate, in AGIPO.** With light reuse (a 16 × 2 circular buffer instead of 16 × 20,
+no anchor, 2 tasks × 3 seeds) APPO is still ahead: AUC −0.13 [−0.24, −0.02], final success −0.08
+[−0.19, +0.00]. AGIPO still drifts (|log r| p95 4.7 against APPO's 0.33) and its training return
+still collapses (0.31 against 1.49, lower in 6 of 6 pairs). The asynchronous env runners keep the
+learner's batches about 6 updates behind the acting policy whatever the reuse, and APPO's clip
+zeroes only 3 % of the samples there. The suspects left for AGIPO are the Gaussian head (the
+`binned` sets) and the missing anchor (`small_anchor`).
 
 **Nor is its absence what makes GIPO lose in the VLA trainer.** With the published anchor in both
 arms (β = 0.1, exact over the 256 action tokens of each dimension, from the categorical stored when
