@@ -99,33 +99,33 @@ def _torchrl(regime: str, preset_name: str = "small", tasks: tuple[str, ...] = (
 
 
 def _appo(preset_name: str) -> Source:
+    planned_runs = rllib_appo.runs_of(rllib_appo.PRESETS[preset_name])
+
     def load() -> tuple[dict, dict]:
-        runs = runner.stored(rllib_appo.runs_of(rllib_appo.PRESETS[preset_name]), rllib_appo.RESULTS
-                             / f"rllib_appo_{preset_name}")  # fmt: skip
+        runs = runner.stored(planned_runs, rllib_appo.RESULTS / f"rllib_appo_{preset_name}")
         arms = {v: {(r.task, r.seed): s for r, s in runs.items() if r.variant == v} for v in rllib_appo.VARIANTS}
         return arms["gipo"], arms["ppo_clip"]
 
-    preset = rllib_appo.PRESETS[preset_name]
-    command = f"python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}"
-    return Source(load, len(preset.tasks) * len(preset.seeds), command)
+    planned = {(r.task, r.seed) for r in planned_runs}
+    return Source(load, len(planned), f"python -m benchmarks.metaworld_stale.rllib_appo --preset {preset_name}")
 
 
 def _vla(preset_name: str) -> Source:
     """A VLA preset's GIPO and dapo arms; an arm the preset does not run is its `against` preset's (same seeds)."""
+
+    preset = vla_posttrain.PRESETS[preset_name]
 
     def load() -> tuple[dict, dict]:
         def arm(name: str, loss: str) -> dict:
             runs = runner.stored(vla_posttrain.runs_of(vla_posttrain.PRESETS[name]), vla_posttrain.RESULTS / name)
             return {("reach-v3", r.seed): s for r, s in runs.items() if r.loss_type == loss}
 
-        preset = vla_posttrain.PRESETS[preset_name]
         gipo = arm(preset_name, "gipo")
         if "dapo" in preset.loss_types:
             return gipo, arm(preset_name, "dapo")
         return gipo, {key: s for key, s in arm(preset.against, "dapo").items() if key in gipo}
 
-    command = f"python -m benchmarks.vla_posttrain --preset {preset_name}"
-    return Source(load, len(vla_posttrain.PRESETS[preset_name].seeds), command)
+    return Source(load, len(preset.seeds), f"python -m benchmarks.vla_posttrain --preset {preset_name}")
 
 
 def _vla_metric(key: str) -> Callable[[dict], float]:
@@ -252,6 +252,11 @@ class Scored(NamedTuple):
     final: Paired | None
     auc: Paired | None
 
+    @property
+    def pairs(self) -> int:
+        """The GIPO–baseline pairs landed so far."""
+        return self.final.pairs if self.final else 0
+
 
 def scores() -> list[Scored]:
     """Every run set, read from its store and scored once."""
@@ -266,10 +271,11 @@ def scores() -> list[Scored]:
 
 def rows(scored: list[Scored]) -> list[dict]:
     out = []
-    for run_set, gipo, baseline, final, auc in scored:
+    for scored_set in scored:
+        run_set, gipo, baseline, final, auc = scored_set
         out.append({
             "stack": run_set.stack, "regime": run_set.regime, "anchor": run_set.anchor,
-            "update_rate": run_set.update_rate, "pairs": f"{final.pairs if final else 0} of {run_set.source.planned}",
+            "update_rate": run_set.update_rate, "pairs": f"{scored_set.pairs} of {run_set.source.planned}",
             "final": _cell(final), "auc": _cell(auc), "verdict": _verdict(final, auc),
             "dead_fraction": present_mean([run_set.dead(s) for s in baseline.values()]),
             "log_ratio_p95": present_mean([run_set.drift(s) for s in gipo.values()]),
@@ -407,9 +413,8 @@ default stays there too.
 
 def still_landing(scored: list[Scored]) -> str:
     """A closing paragraph naming the run sets with fewer pairs than they plan (empty when every one is complete)."""
-    short = [(s.run_set, s.final.pairs if s.final else 0) for s in scored]
-    short = [f"{run_set.label}, {pairs} of {run_set.source.planned} pairs (`{run_set.source.command}`)"
-             for run_set, pairs in short if pairs < run_set.source.planned]  # fmt: skip
+    short = [f"{s.run_set.label}, {s.pairs} of {s.run_set.source.planned} pairs (`{s.run_set.source.command}`)"
+             for s in scored if s.pairs < s.run_set.source.planned]  # fmt: skip
     if not short:
         return ""
     return f"\n**Still landing** (each command resumes from its store): {'; '.join(short)}.\n"
