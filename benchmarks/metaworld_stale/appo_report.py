@@ -153,8 +153,8 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         lines.append(f"- Final training return (last 20 % of the iterations, rewards × {preset.reward_scale:g}), "
                      f"AGIPO vs APPO: {per_task}. AGIPO's is higher in {better} of {len(pairs)} paired "
                      "runs.")  # fmt: skip
-    missing = len(tasks) * len(seeds) * len(LABELS) - len(summaries)
-    status = "all runs finished" if not missing else f"{len(summaries)} runs finished, {missing} to go"
+    total = len(tasks) * len(seeds) * len(LABELS)
+    status = "all runs finished" if len(summaries) == total else f"{len(summaries)} of {total} runs finished"
     kl_text = "No KL loss (APPO's default). "
     if preset.kl_coeff:
         kl_text = (f"APPO's KL loss to the target network is on for both (`kl_coeff` {preset.kl_coeff:g}, adapted "
