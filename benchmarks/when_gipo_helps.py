@@ -226,7 +226,7 @@ def _cell(result: Paired | None) -> str:
     if result is None:
         return "–"
     if result.pairs < MIN_PAIRS:
-        return f"{result.mean:+.2f} ({result.pairs} pairs: no verdict yet)"
+        return f"{result.mean:+.2f} ({result.pairs} {'pair' if result.pairs == 1 else 'pairs'}: no verdict yet)"
     return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
 
 
