@@ -12,6 +12,7 @@ curves are interpolated onto the evaluation grid before they are averaged.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -43,9 +44,14 @@ def _values(summary: dict, key: str, half: str | None = None) -> list[float]:
 
 
 def run_scores(summary: dict) -> dict[str, float]:
-    """One run's diagnostics: final return, policy lag, dead fraction, |log r| p95, ESS (scores: `aggregate`)."""
+    """One run's diagnostics: final return, policy entropy, policy lag, dead fraction, |log r| p95, ESS (scores:
+    `aggregate`)."""
+    last = -max(1, len(summary["history"]) // 5)  # the last 20 % of the iterations
+    entropy = _values(summary, "entropy")
     return {
-        "final_return": present_mean(_values(summary, "train_return")[-max(1, len(summary["history"]) // 5) :]),
+        "final_return": present_mean(_values(summary, "train_return")[last:]),
+        "entropy_start": entropy[0] if entropy else None,  # None: a run from before the entropy was logged
+        "entropy_end": present_mean(entropy[last:]) if entropy else None,
         "lag_mean": present_mean(_values(summary, "policy_lag_mean")),
         "lag_p95": present_mean(_values(summary, "policy_lag_p95")),
         "lag_max": max(_values(summary, "policy_lag_max"), default=float("nan")),
@@ -127,8 +133,8 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
                 "variant": variant, "task": task, "runs": len(mine),
                 "final_iqm": f_iqm, "final_low": f_low, "final_high": f_high,
                 "auc_iqm": a_iqm, "auc_low": a_low, "auc_high": a_high,
-                **{m: present_mean([v[m] for v in mine]) for m in ("final_return", "lag_mean", "lag_p95",
-                   "dead_fraction", "dead_fraction_first_half", "log_ratio_p95", "ess")},
+                **{m: present_mean([v[m] for v in mine]) for m in ("final_return", "entropy_start", "entropy_end",
+                   "lag_mean", "lag_p95", "dead_fraction", "dead_fraction_first_half", "log_ratio_p95", "ess")},
                 "lag_max": max(v["lag_max"] for v in mine),
             })  # fmt: skip
     name = page_name(preset_name)
@@ -153,12 +159,26 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         lines.append(f"- Final training return (last 20 % of the iterations, rewards × {preset.reward_scale:g}), "
                      f"AGIPO vs APPO: {per_task}. AGIPO's is higher in {better} of {len(pairs)} paired "
                      "runs.")  # fmt: skip
+        if not any(math.isnan(v[k]) for v in (g, p) for k in ("entropy_start", "entropy_end")):  # runs that logged it
+            uniform = f" (a uniform head's: 4 × ln {preset.action_bins} = {4 * math.log(preset.action_bins):.2f})" \
+                if preset.action_bins else ""  # fmt: skip
+            logged = {v: sum(s["entropy_start"] is not None for s in scores_of[v].values()) for v in LABELS}
+            unlogged = "" if all(logged[v] == len(groups[v]) for v in LABELS) else (
+                f" (logged by {logged['gipo']} of {len(groups['gipo'])} AGIPO and {logged['ppo_clip']} of "
+                f"{len(groups['ppo_clip'])} APPO runs; the others ran before it was)")  # fmt: skip
+            lines.append(f"- Policy entropy in nats, first iteration → last 20 %{uniform}: AGIPO "
+                         f"{g['entropy_start']:.2f} → {g['entropy_end']:.2f}, APPO {p['entropy_start']:.2f} → "
+                         f"{p['entropy_end']:.2f}{unlogged}.")  # fmt: skip
     total = len(tasks) * len(seeds) * len(LABELS)
     status = "all runs finished" if len(summaries) == total else f"{len(summaries)} of {total} runs finished"
     kl_text = "No KL loss (APPO's default). "
     if preset.kl_coeff:
         kl_text = (f"APPO's KL loss to the target network is on for both (`kl_coeff` {preset.kl_coeff:g}, adapted "
                    f"towards `kl_target` {preset.kl_target:g}). ")  # fmt: skip
+    if preset.behaviour_kl_coeff:
+        kl_text = (f"AGIPO's anchor is on for both, {preset.behaviour_kl_coeff:g}·KL(π_behaviour ‖ π_θ) "
+                   f"(`behaviour_kl_coeff` {preset.behaviour_kl_coeff:g}; exact, from the behaviour distribution "
+                   "stored when the batch was sampled); APPO's KL loss to the target network stays off. ")  # fmt: skip
     head_text = ""
     if preset.action_bins:
         head_text = (f"The action head is a {preset.action_bins}-bin `MultiDiscrete` per action dimension (bin b acts "

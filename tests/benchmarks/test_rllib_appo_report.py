@@ -21,7 +21,8 @@ def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, 
         steps += 90 + 7 * ((iteration + seed) % 3)  # asynchronous sampling: uneven steps per iteration
         row = {"steps": steps, "iteration": iteration, "train_success": level, "train_return": 100 * level,
                "policy_lag_mean": lag, "policy_lag_p50": lag, "policy_lag_p95": 2 * lag, "policy_lag_max": 3 * lag,
-               "dead_fraction": dead if iteration > 14 else 2 * dead, "log_ratio_abs_p95": 0.5, "ess": 0.9}  # fmt: skip
+               "dead_fraction": dead if iteration > 14 else 2 * dead, "log_ratio_abs_p95": 0.5, "ess": 0.9,
+               "entropy": 6.0 - 0.1 * iteration * level}  # fmt: skip
         if steps >= next_eval:
             row["eval_success"], next_eval = level * min(1.0, steps / 2000), next_eval + 500
         history.append(row)
@@ -30,7 +31,7 @@ def appo_summary(task: str, variant: str, seed: int, level: float, dead: float, 
             "config": {"steps_per_iteration": 0}, "final_eval_success": level, "history": history}  # fmt: skip
 
 
-@pytest.mark.parametrize("preset_name", ["small", "small_kl"])
+@pytest.mark.parametrize("preset_name", ["small", "small_kl", "small_anchor", "binned"])
 def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, preset_name):
     preset = rllib_appo.PRESETS[preset_name]
     results = tmp_path / "kept"
@@ -43,11 +44,17 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, pre
     summaries = runner.stored(rllib_appo.runs_of(preset), results)
     rllib_appo.report(preset_name, preset, summaries, Pages(tmp_path, tmp_path))
     name = appo_report.page_name(preset_name)  # each preset its own page: small_kl does not overwrite small's
-    assert name == ("metaworld_stale_rllib_appo" if preset_name == "small" else "metaworld_stale_rllib_appo_small_kl")
+    assert name == "metaworld_stale_rllib_appo" + ("" if preset_name == "small" else f"_{preset_name}")
     page = (tmp_path / f"{name}.md").read_text()
     assert "(all runs finished;" in page and (tmp_path / f"{name}.png").exists()
-    kl = "KL loss to the target network is on for both (`kl_coeff` 1" if preset.kl_coeff else "No KL loss"
-    assert kl in page
+    kl = {"small_kl": "KL loss to the target network is on for both (`kl_coeff` 1",
+          "small_anchor": "AGIPO's anchor is on for both, 0.1·KL(π_behaviour ‖ π_θ)"}  # fmt: skip
+    assert kl.get(preset_name, "No KL loss") in page
+    assert ("256-bin `MultiDiscrete`" in page) == (preset_name == "binned")
+    uniform = " (a uniform head's: 4 × ln 256 = 22.18)" if preset_name == "binned" else ""
+    # entropy 6 − 0.1·iteration·level: the first iteration's, then the mean over the last 20 % of the 30 history
+    # rows (iterations 24–29)
+    assert f"first iteration → last 20 %{uniform}: AGIPO 5.94 → 4.41, APPO 5.98 → " in page
     rows = {(r["variant"], r["task"]): r for r in _csv(tmp_path / f"{name}.csv")}
     assert float(rows[("gipo", "all")]["final_iqm"]) == pytest.approx(0.6)
     assert float(rows[("ppo_clip", "all")]["lag_max"]) == 15.0 and float(rows[("gipo", "all")]["lag_p95"]) == 8.0
