@@ -43,7 +43,7 @@ def _values(summary: dict, key: str, half: str | None = None) -> list[float]:
     return values[:middle] if half == "first" else values[middle:] if half == "second" else values
 
 
-def run_scores(summary: dict) -> dict[str, float]:
+def run_scores(summary: dict) -> dict[str, float | None]:
     """One run's diagnostics: final return, policy entropy, policy lag, dead fraction, |log r| p95, ESS (scores:
     `aggregate`)."""
     last = -max(1, len(summary["history"]) // 5)  # the last 20 % of the iterations
