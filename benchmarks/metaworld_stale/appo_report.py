@@ -159,10 +159,10 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         lines.append(f"- Final training return (last 20 % of the iterations, rewards × {preset.reward_scale:g}), "
                      f"AGIPO vs APPO: {per_task}. AGIPO's is higher in {better} of {len(pairs)} paired "
                      "runs.")  # fmt: skip
-        if not any(math.isnan(v[k]) for v in (g, p) for k in ("entropy_start", "entropy_end")):  # runs that logged it
+        logged = {v: sum(s["entropy_start"] is not None for s in scores_of[v].values()) for v in LABELS}
+        if all(logged.values()):  # each objective has runs that logged the entropy
             uniform = f" (a uniform head's: 4 × ln {preset.action_bins} = {4 * math.log(preset.action_bins):.2f})" \
                 if preset.action_bins else ""  # fmt: skip
-            logged = {v: sum(s["entropy_start"] is not None for s in scores_of[v].values()) for v in LABELS}
             unlogged = "" if all(logged[v] == len(groups[v]) for v in LABELS) else (
                 f" (logged by {logged['gipo']} of {len(groups['gipo'])} AGIPO and {logged['ppo_clip']} of "
                 f"{len(groups['ppo_clip'])} APPO runs; the others ran before it was)")  # fmt: skip
