@@ -342,14 +342,16 @@ learner's batches about 6 updates behind the acting policy whatever the reuse, a
 zeroes only 3 % of the samples there. The suspects left for AGIPO are the Gaussian head (the
 `binned` sets) and the missing anchor (`small_anchor`).
 
-**The 256-bin head, so far (5 of 6 pairs, no verdict).** With the protocol's action head (256 bins
-per dimension, 16 × 20 buffer, no anchor) APPO's clip zeroes a quarter of the samples (0.24–0.26,
-against 0.10 with the Gaussian): the regime where clipping should stall. AGIPO drifts far less than
-with the Gaussian (|log r| p95 2.0 against 8.9) but still more than APPO (0.8). Neither learns
-reach-v3 in 150k steps; on handle-press-v3 APPO ends at 0.47 and 0.33, AGIPO at 0.00 and 0.13, and
-AGIPO's training return is lower in 5 of 5 pairs. APPO's policy stays almost uniform (entropy 22.1 of
-a uniform head's 22.2) while AGIPO's narrows (20.6). So far the discrete head has not turned AGIPO's
-loss around.
+**Nor is the Gaussian head: with 256 bins APPO is still ahead.** With the protocol's action head (256
+bins per dimension, 16 × 20 buffer, no anchor, 2 tasks × 3 seeds) APPO's clip zeroes a quarter of the
+samples (0.25, against 0.10 with the Gaussian): the regime where clipping should stall. AGIPO drifts far
+less than with the Gaussian (|log r| p95 2.1 against 8.9) but still more than APPO (0.8), and APPO is
+ahead: final success −0.17 [−0.31, −0.03], AUC −0.07 [−0.13, −0.02]; AGIPO's training return is lower in
+6 of 6 pairs. The separation comes from handle-press-v3 alone (APPO 0.47 / 0.33 / 0.47, AGIPO 0.00 /
+0.13 / 0.13): neither objective learns reach-v3 in 150k steps. APPO's policy stays almost uniform
+(entropy 22.1 of a uniform head's 22.2) while AGIPO's narrows (20.6), so the discrete head takes away
+the Gaussian's runaway drift and entropy collapse but not AGIPO's loss. Of the suspects for AGIPO, that
+leaves the missing anchor (`small_anchor`); `binned_light` asks the same of the head under light reuse.
 
 **Nor is its absence what makes GIPO lose in the VLA trainer.** With the published anchor in both
 arms (β = 0.1, exact over the 256 action tokens of each dimension, from the categorical stored when
