@@ -375,28 +375,36 @@ def _against_lines(groups: dict, against: tuple[str, dict] | None) -> str:
         return ""
     other_name, other = against
     others = _groups(other)
-    kl = _kl_coeffs(other)
+    labels = {key: f"{LABELS.get(key[1], key[1])} ({key[0]})" for key in groups if key in others}
+    mine = {label: groups[key]["runs"] for key, label in labels.items()}
+    theirs = {label: others[key]["runs"] for key, label in labels.items()}
+    return against_section(mine, theirs, other_name, page_name(other_name),
+                           f"the same runs with exact KL {_kl_coeffs(other)}")  # fmt: skip
+
+
+def against_section(mine: dict[str, dict], theirs: dict[str, dict], other_name: str, other_page: str, what: str) -> str:
+    """A page section pairing each arm with itself in another preset (same task and seed), these − those.
+
+    `mine` and `theirs` map an arm's label to its runs keyed by (task, seed); `what` says how the other preset's runs
+    differ. Empty when no arm has a run in both.
+    """
     lines = []
-    for (regime, variant), group in groups.items():
-        theirs = others.get((regime, variant))
-        if not theirs:
+    for label, runs in mine.items():
+        pairs = sorted(set(runs) & set(theirs.get(label, {})))
+        if not pairs:
             continue
-        pairs = sorted(set(group["runs"]) & set(theirs["runs"]))
-        label = LABELS.get(variant, variant)
         for score_name, score in (("final success", final_success), ("AUC", auc)):
-            d = paired([score(group["runs"][k]) - score(theirs["runs"][k]) for k in pairs])
+            d = paired([score(runs[k]) - score(theirs[label][k]) for k in pairs])
             verdict = ({1: "higher here", -1: f"higher in `{other_name}`", 0: "no significant difference"}[d.sign]
                        if d.enough else f"too few pairs for a verdict (≥ {MIN_PAIRS})")  # fmt: skip
             span = f" [{d.low:+.2f}, {d.high:+.2f}]" if d.enough else ""
-            lines.append(f"- {label} ({regime}), {score_name}: {d.mean:+.2f}{span} over {d.pairs} paired runs "
-                         f"→ {verdict}.")  # fmt: skip
+            lines.append(f"- {label}, {score_name}: {d.mean:+.2f}{span} over {d.pairs} paired runs → {verdict}.")
     if not lines:
         return ""
     return "\n".join([
-        "", f"### Against the `{other_name}` preset (the same runs with exact KL {kl})", "",
+        "", f"### Against the `{other_name}` preset ({what})", "",
         f"Each objective here minus the same objective, task and seed in `{other_name}` "
-        f"([{page_name(other_name)}.md]({page_name(other_name)}.md)); paired differences with 95 % bootstrap "
-        "intervals.", "", *lines, "",
+        f"([{other_page}.md]({other_page}.md)); paired differences with 95 % bootstrap intervals.", "", *lines, "",
     ])  # fmt: skip
 
 

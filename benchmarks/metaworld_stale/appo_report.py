@@ -106,10 +106,18 @@ def plot(preset, groups: dict[str, dict], path) -> None:
     plt.close(fig)
 
 
-def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict], img_dir=None, docs=None) -> None:
+def write(
+    preset_name: str,
+    preset,
+    summaries: dict[tuple[str, str, int], dict],
+    img_dir=None,
+    docs=None,
+    against: tuple[str, dict[tuple[str, str, int], dict], str] | None = None,
+) -> None:
     """Write the page, its CSV and the figure from finished runs keyed by (task, variant, seed).
 
-    The figure goes to `img_dir`, the page and CSV to `docs` (default: the docs site's folders).
+    The figure goes to `img_dir`, the page and CSV to `docs` (default: the docs site's folders). `against` is
+    `(preset name, its finished runs, how its runs differ)`: the page pairs each objective with itself there.
     """
     img_dir = IMG if img_dir is None else img_dir
     if not summaries:
@@ -205,5 +213,10 @@ def write(preset_name: str, preset, summaries: dict[tuple[str, str, int], dict],
         "lag_mean": "lag mean", "lag_p95": "lag p95", "lag_max": "lag max", "dead_fraction": "dead fraction",
         "log_ratio_p95": "abs log r p95", "ess": "ESS", "final_return": "final return",
     }  # fmt: skip
+    if against:
+        other_name, other, what = against
+        theirs = {LABELS[v]: {(t, s): summ for (t, var, s), summ in other.items() if var == v} for v in LABELS}
+        mine = {LABELS[v]: runs for v, runs in groups.items()}
+        lines.append(aggregate.against_section(mine, theirs, other_name, page_name(other_name), what))
     write_report(name, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
                  digits=2, footer="\n".join(lines), docs=docs)  # fmt: skip

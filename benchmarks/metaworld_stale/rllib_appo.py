@@ -96,6 +96,7 @@ class Preset:
     kl_target: float = 0.01
     behaviour_kl_coeff: float = 0.0  # AGIPOConfig's anchor to the behaviour policy, the same for both variants
     action_bins: int | None = None  # None: the Box action (Gaussian head); n: n bins per dimension (MultiDiscrete)
+    against: str = ""  # a preset whose runs differ from these in the settings above: the page pairs each arm with it
 
 
 SMOKE = {"env_runners": 1, "train_batch": 200, "buffer_batches": 4, "buffer_iterations": 4, "max_episode_steps": 100,
@@ -104,16 +105,25 @@ PRESETS = {
     "smoke": Preset(("reach-v3",), (0,), total_steps=2_000, **SMOKE),
     "small": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000),
     # the same with APPO's KL loss at APPO's own defaults (kl_coeff 1.0, kl_target 0.01), for both objectives
-    "small_kl": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, kl_coeff=1.0),
+    "small_kl": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, kl_coeff=1.0, against="small"),
     # issue 24, run set 2: the update rate without an anchor: each batch reused at most twice instead of 20 times
-    "light": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2),
+    "light": Preset(
+        ("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2, against="small"
+    ),
     # issue 24, run set 7: AGIPO's shipped anchor (0.1 KL to the behaviour policy), given to both arms
-    "small_anchor": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, behaviour_kl_coeff=0.1),
+    "small_anchor": Preset(
+        ("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, behaviour_kl_coeff=0.1, against="small"
+    ),
     # issue 24, run set 5: the discretised head (256 bins per dimension, joint log-ratio), heavy reuse, no anchor
-    "binned": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, action_bins=256),
+    "binned": Preset(("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, action_bins=256, against="small"),
     # issue 24, run set 5: the same with light reuse (16 x 2 buffer, `light`'s settings), no anchor
     "binned_light": Preset(
-        ("reach-v3", "handle-press-v3"), (0, 1, 2), total_steps=150_000, buffer_iterations=2, action_bins=256
+        ("reach-v3", "handle-press-v3"),
+        (0, 1, 2),
+        total_steps=150_000,
+        buffer_iterations=2,
+        action_bins=256,
+        against="light",
     ),
 }
 
@@ -279,10 +289,23 @@ def describe(summary: dict) -> str:
     return f"final greedy success {summary['final_eval_success']:.2f}; {summary['steps']:,} env steps"
 
 
+def differences(preset: Preset, other: Preset) -> str:
+    """The settings in which `other`'s runs differ from `preset`'s, e.g. "`buffer_iterations` 20 there, 2 here"."""
+    fields = [f for f in Preset.__dataclass_fields__ if f not in ("tasks", "seeds", "against")]
+    return ", ".join(f"`{f}` {getattr(other, f)} there, {getattr(preset, f)} here" for f in fields
+                     if getattr(other, f) != getattr(preset, f))  # fmt: skip
+
+
 def report(preset_name: str, preset: Preset, summaries: dict, pages: Pages | None = None) -> None:
-    """Write the APPO page (`appo_report`) from the finished runs' summaries."""
+    """Write the APPO page (`appo_report`) from the finished runs' summaries, paired with the stored runs of the
+    preset it names as `against`, if any."""
     pages = pages or Pages()
-    appo_report.write(preset_name, preset, summaries, pages.img, pages.docs)
+    against = None
+    if preset.against:
+        other = PRESETS[preset.against]
+        stored = runner.stored(runs_of(other), STUDY.store(preset.against))
+        against = (preset.against, stored, differences(preset, other))
+    appo_report.write(preset_name, preset, summaries, pages.img, pages.docs, against=against)
 
 
 STUDY = runner.Study(

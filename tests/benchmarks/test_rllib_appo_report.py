@@ -64,6 +64,26 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, pre
     assert "AGIPO vs APPO: reach-v3 60.00 vs 21.00; handle-press-v3 60.00 vs 21.00. AGIPO's is higher in 6 of 6" in page
 
 
+def test_appo_page_pairs_each_objective_with_the_preset_it_names_as_against(tmp_path):
+    preset, other = rllib_appo.PRESETS["small_anchor"], rllib_appo.PRESETS["small"]
+    assert preset.against == "small"
+    level = {("small_anchor", "gipo"): lambda seed: 0.6, ("small_anchor", "ppo_clip"): lambda seed: 0.3,
+             ("small", "gipo"): lambda seed: 0.2 + 0.01 * seed, ("small", "ppo_clip"): lambda seed: 0.3}  # fmt: skip
+    summaries = {
+        name: {run: appo_summary(*run, level[(name, run.variant)](run.seed), 0.0, 1.0) for run in rllib_appo.runs_of(p)}
+        for name, p in (("small_anchor", preset), ("small", other))
+    }
+    what = rllib_appo.differences(preset, other)
+    assert what == "`behaviour_kl_coeff` 0.0 there, 0.1 here"  # the one setting the two presets differ in
+    appo_report.write("small_anchor", preset, summaries["small_anchor"], tmp_path, tmp_path,
+                      against=("small", summaries["small"], what))  # fmt: skip
+    page = (tmp_path / "metaworld_stale_rllib_appo_small_anchor.md").read_text()
+    assert f"### Against the `small` preset ({what})" in page and "[metaworld_stale_rllib_appo.md]" in page
+    assert "- AGIPO (gipo), final success: +0.39 [+0.38, +0.40] over 6 paired runs → higher here." in page
+    assert "- APPO (ppo_clip), final success: +0.00 over 6 paired runs" not in page  # an interval is given
+    assert "- APPO (ppo_clip), AUC: +0.00 [+0.00, +0.00] over 6 paired runs → no significant difference." in page
+
+
 def test_curves_are_interpolated_onto_a_common_grid():
     runs = [appo_summary("reach-v3", "gipo", seed, 0.5, 0.0, 1.0) for seed in (0, 1)]
     grid = np.array([0.0, 1000.0, runs[0]["steps"]])
