@@ -318,10 +318,11 @@ batch (where, below, it stays behind in every regime tried). There GIPO's |log r
 σ = 1 and far above the clipped loss's: the policy has drifted to where the Gaussian weight no
 longer restrains a positive-advantage sample (its gradient weight w·r is still e^½ at ℓ = 1, where
 the clip has stopped it) and, once |ℓ| ≫ σ, no longer pulls it back either. With APPO's own KL loss
-on, AGIPO no longer drifts — its |log r| p95 is APPO's — and its return no longer collapses, but it
-is not separated from APPO either; there APPO's clip zeroes almost no sample, so this is not the
-regime where clipping stalls. Where the clip zeroes few samples (fresh data), GIPO and the clip
-cannot differ much, and they do not.
+on, or AGIPO's anchor to the behaviour policy, AGIPO no longer drifts — its |log r| p95 is near APPO's
+— its return no longer collapses and it learns more than without either; but APPO given the same term
+is not behind it (not separated with the KL loss, ahead in final success with the anchor); there
+APPO's clip zeroes almost no sample, so this is not the regime where clipping stalls. Where the
+clip zeroes few samples (fresh data), GIPO and the clip cannot differ much, and they do not.
 
 **The anchor is not what makes GIPO win in the recipe.** Without it (`kl_coeff` 0, both arms,
 reach-v3 and handle-press-v3 × 3 seeds) GIPO drifts further — |log r| p95 ≈ 4 against ≈ 1.1 with
@@ -352,6 +353,18 @@ ahead: final success −0.17 [−0.31, −0.03], AUC −0.07 [−0.13, −0.02];
 (entropy 22.1 of a uniform head's 22.2) while AGIPO's narrows (20.6), so the discrete head takes away
 the Gaussian's runaway drift and entropy collapse but not AGIPO's loss. Of the suspects for AGIPO, that
 leaves the missing anchor (`small_anchor`); `binned_light` asks the same of the head under light reuse.
+
+**The anchor is what AGIPO was missing, and APPO takes it too.** With AGIPO's shipped anchor,
+0.1·KL(π_behaviour ‖ π_θ) from the stored behaviour logits, in both arms (16 × 20 buffer, 2 tasks × 3
+seeds), AGIPO no longer drifts (|log r| p95 0.27 against 8.9 without it) and its entropy holds (5.7 →
+5.7, against 5.5 → 3.1). Paired with its own unanchored runs it gains +0.26 [+0.08, +0.46] in final
+success and +0.21 [+0.06, +0.38] in AUC: the only AGIPO change measured that separates. Stock APPO
+with the same anchor gains too (+0.26 [+0.04, +0.50] final success, AUC not separated), and against it
+AGIPO is still behind in final success, −0.12 [−0.24, −0.02], though not in AUC (−0.05 [−0.12,
++0.02]). The gap is handle-press-v3 (0.58 against 0.80; training return 1.33 against 2.00; reach-v3:
+neither learns, returns 2.19 and 2.18). With the anchor APPO's clip zeroes 1 % of the samples, so
+this, like `small_kl`, is not the regime where clipping stalls: the anchor keeps both policies near the
+one that acted, and there the clip loses nothing that GIPO's weight could recover.
 
 **Nor is its absence what makes GIPO lose in the VLA trainer.** With the published anchor in both
 arms (β = 0.1, exact over the 256 action tokens of each dimension, from the categorical stored when
@@ -413,12 +426,13 @@ loss changed significantly (GIPO +2.0 points [−3.6, +7.0], dapo +0.8 [−6.2, 
 **The defaults that follow.** Every adapter offers the published anchor β·KL(π_behaviour ‖ π_θ)
 and, where the stock algorithm has no trust region besides the clip GIPO opens (APPO without its KL
 loss, the VLA trainer, TRL, verl), ships GIPO with β = 0.1 (`behaviour_kl_coeff` /
-`gipo_behaviour_kl_coeff` left at `None`): the published method. Nothing measured yet shows a better
-default — the recipe does as well without it, but the losses happen exactly where many updates per
-batch let the policy drift, which is what an anchor restrains — so the default stays the published
-one, not a measured optimum; baseline objectives keep their framework's loss, and every A/B sets the
-anchor for both arms; in the VLA trainer the anchor neither helped nor hurt GIPO, so the published
-default stays there too.
+`gipo_behaviour_kl_coeff` left at `None`): the published method. In AGIPO the default is measured:
+with it AGIPO gains +0.26 final success and +0.21 AUC over no anchor (`small_anchor` against `small`),
+more than APPO's KL loss to the target network gives it (+0.17 / +0.08, `small_kl`), and it no longer
+drifts or collapses. Elsewhere nothing measured shows a better default — the recipe does as well
+without it, and in the VLA trainer the anchor neither helped nor hurt GIPO — so there the default
+stays the published one, not a measured optimum. Baseline objectives keep their framework's loss, and
+every A/B sets the anchor for both arms.
 """
 
 

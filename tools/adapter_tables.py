@@ -77,17 +77,22 @@ def settings_rows() -> list[list[str]]:
                      trl(core), verl(core), WHY.get(core, "")])  # fmt: skip
     rows.append([
         "KL penalty: the anchor β·KL(π_behaviour ‖ π_θ) (default `None`: the published 0.1 with GIPO, 0 for a "
-        "baseline; an explicit value gives both arms of an A/B the same anchor)",
+        "baseline; an explicit value gives both arms of an A/B the same anchor; the runs behind each default: "
+        "[when GIPO helps](benchmarks/when_gipo_helps.md))",
         "`behaviour_kl_coeff` (`BEHAVIOUR_KL_COEFF`, `anchor_coeff`); the KL: `categorical_kl` (exact, from stored "
         "behaviour logits) or `behaviour_kl` (k3, from stored log-probs)",
-        "`kl_coeff` + `kl_estimator`: to the behaviour policy, exact from the stored distribution or k3",
+        "`kl_coeff` + `kl_estimator`: to the behaviour policy, exact from the stored distribution or k3 (default "
+        "`None`: off, as the stock loss; the recipe sets 0.1, and does as well without it: "
+        "[`small_no_anchor`](benchmarks/metaworld_stale_small_no_anchor.md))",
         "`GIPOConfig`: `kl_coeff` (+ `kl_target`), PPO's adaptive analytic KL, already to the behaviour distribution. "
         "`AGIPOConfig`: `behaviour_kl_coeff` (default `None`: 0.1 with `objective=\"gipo\"`, 0 with `ppo_clip`), "
         "exact from the behaviour logits in `Columns.ACTION_DIST_INPUTS`; APPO's `kl_coeff` stays its KL to the "
-        "target network",
+        "target network (the default's runs: [`small_anchor`](benchmarks/metaworld_stale_rllib_appo_small_anchor.md), "
+        "paired with the unanchored `small`)",
         "`gipo_behaviour_kl_coeff` (default `None`: 0.1 with `loss_type=\"gipo\"`, 0 with TRL's loss types). TRL: "
         "k3 per token from `old_per_token_logps` (0 when TRL stores none, i.e. on-policy). VLA: exact over the 256 "
-        "action tokens of each dimension, from the categorical stored when the episode was acted. Next to it, "
+        "action tokens of each dimension, from the categorical stored when the episode was acted (its runs: "
+        "[anchored](benchmarks/vla_metaworld_anchored.md)). Next to it, "
         "TRL's `beta`: KL to a frozen reference model, a different term (the VLA trainer requires 0)",
         "`policy_loss.behaviour_kl_coeff` (default `None`: 0.1 with `objective=gipo`, 0 otherwise): k3 per token "
         "from the old log-probs; verl's `use_kl_loss` / `kl_loss_coef` stay its KL to the reference model",
