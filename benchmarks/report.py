@@ -32,6 +32,11 @@ def present_mean(values: list[float | None]) -> float:
     return math.fsum(present) / len(present) if present else float("nan")
 
 
+def runs_finished(done: int, total: int) -> str:
+    """A page's word on its run set: "all 12 runs finished" or "7 of 12 runs finished"."""
+    return f"all {total} runs finished" if done == total else f"{done} of {total} runs finished"
+
+
 def verdict(ratio: float, best: float, target: float | None) -> str:
     """A ratio against its target: "met" (median ≤ target), "within noise" (only the best round or the low end
     of the spread, `best`, meets it) or "missed"; "" without a target."""

@@ -171,8 +171,7 @@ def write(
     _plot_curves(preset, groups, pages.img / f"{name}_curves.png")
     _plot_tasks(preset, groups, pages.img / f"{name}_tasks.png")
     _plot_diagnostics(preset, groups, pages.img / f"{name}_diagnostics.png")
-    missing = total - len(summaries)
-    status = f"all {total} runs finished" if not missing else f"{len(summaries)} of {total} runs finished"
+    status = site.runs_finished(len(summaries), total)
     command = f"python -m benchmarks.metaworld_stale.sweep --preset {preset_name}"
     names = {run.name for run in summaries}
     kl = _kl_coeffs(summaries)

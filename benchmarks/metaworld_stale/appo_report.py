@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks.metaworld_stale import aggregate
 from benchmarks.metaworld_stale.aggregate import auc, final_success
-from benchmarks.report import IMG, present_mean, write_report
+from benchmarks.report import IMG, present_mean, runs_finished, write_report
 from benchmarks.stats import iqm_with_ci
 
 LABELS = {"gipo": "AGIPO (gipo)", "ppo_clip": "APPO (ppo_clip)"}
@@ -178,7 +178,7 @@ def write(
                          f"{g['entropy_start']:.2f} → {g['entropy_end']:.2f}, APPO {p['entropy_start']:.2f} → "
                          f"{p['entropy_end']:.2f}{unlogged}.")  # fmt: skip
     total = len(tasks) * len(seeds) * len(LABELS)
-    status = "all runs finished" if len(summaries) == total else f"{len(summaries)} of {total} runs finished"
+    status = runs_finished(len(summaries), total)
     kl_text = "No KL loss (APPO's default). "
     if preset.kl_coeff:
         kl_text = (f"APPO's KL loss to the target network is on for both (`kl_coeff` {preset.kl_coeff:g}, adapted "

@@ -46,7 +46,7 @@ def test_appo_page_scores_pairs_and_reports_lag_and_dead_fractions(tmp_path, pre
     name = appo_report.page_name(preset_name)  # each preset its own page: small_kl does not overwrite small's
     assert name == "metaworld_stale_rllib_appo" + ("" if preset_name == "small" else f"_{preset_name}")
     page = (tmp_path / f"{name}.md").read_text()
-    assert "(all runs finished;" in page and (tmp_path / f"{name}.png").exists()
+    assert "(all 12 runs finished;" in page and (tmp_path / f"{name}.png").exists()
     kl = {"small_kl": "KL loss to the target network is on for both (`kl_coeff` 1",
           "small_anchor": "AGIPO's anchor is on for both, 0.1·KL(π_behaviour ‖ π_θ)"}  # fmt: skip
     assert kl.get(preset_name, "No KL loss") in page
