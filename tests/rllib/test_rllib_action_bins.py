@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 
 import gymnasium as gym
 import pytest
@@ -106,11 +105,14 @@ def test_recipe_puts_action_bins_into_env_config():
 
 def test_binned_presets_reach_the_config():
     pytest.importorskip("metaworld")
-    from benchmarks.metaworld_stale.rllib_appo import LEARNER_KEYS, PRESETS, run_config
+    from benchmarks.metaworld_stale.rllib_appo import LEARNER_KEYS, PRESETS, differences, run_config
 
     assert ACTION_LOG_STD_MEAN_KEY in LEARNER_KEYS and "entropy" in LEARNER_KEYS
     for name, base in (("binned", "small"), ("binned_light", "light")):
-        assert PRESETS[name] == replace(PRESETS[base], action_bins=256), name
+        # the same runs as the base but for the head, and paired with it on the page
+        preset, other = PRESETS[name], PRESETS[base]
+        assert preset.against == base and (preset.tasks, preset.seeds) == (other.tasks, other.seeds), name
+        assert differences(PRESETS[name], PRESETS[base]) == "`action_bins` None there, 256 here", name
         assert run_config("reach-v3", "gipo", 0, PRESETS[name]).env_config["action_bins"] == 256
     assert "action_bins" not in run_config("reach-v3", "gipo", 0, PRESETS["small"]).env_config
 
