@@ -106,6 +106,11 @@ def plot(preset, groups: dict[str, dict], path) -> None:
     plt.close(fig)
 
 
+def by_variant(summaries: dict[tuple[str, str, int], dict]) -> dict[str, dict[tuple[str, int], dict]]:
+    """Finished runs keyed by (task, variant, seed) split per objective of `LABELS`, each keyed by (task, seed)."""
+    return {v: {(t, s): summ for (t, var, s), summ in summaries.items() if var == v} for v in LABELS}
+
+
 def write(
     preset_name: str,
     preset,
@@ -123,8 +128,7 @@ def write(
     if not summaries:
         raise SystemExit("no finished APPO run kept yet; run the sweep first")
     seeds, tasks = list(preset.seeds), list(preset.tasks)
-    groups = {v: {(t, s): summ for (t, var, s), summ in summaries.items() if var == v} for v in LABELS}
-    groups = {v: runs for v, runs in groups.items() if runs}
+    groups = {v: runs for v, runs in by_variant(summaries).items() if runs}
     scores_of = {v: {k: run_scores(s) for k, s in runs.items()} for v, runs in groups.items()}
     rows = []
     for variant, runs in groups.items():
@@ -215,8 +219,8 @@ def write(
     }  # fmt: skip
     if against:
         other_name, other, what = against
-        theirs = {LABELS[v]: {(t, s): summ for (t, var, s), summ in other.items() if var == v} for v in LABELS}
         mine = {LABELS[v]: runs for v, runs in groups.items()}
+        theirs = {LABELS[v]: runs for v, runs in by_variant(other).items()}
         lines.append(aggregate.against_section(mine, theirs, other_name, page_name(other_name), what))
     write_report(name, f"Meta-World stale data on RLlib APPO ({preset_name} preset)", description, rows, headers,
                  digits=2, footer="\n".join(lines), docs=docs)  # fmt: skip

@@ -112,8 +112,8 @@ def test_binned_presets_reach_the_config():
         # the same runs as the base but for the head, and paired with it on the page
         preset, other = PRESETS[name], PRESETS[base]
         assert preset.against == base and (preset.tasks, preset.seeds) == (other.tasks, other.seeds), name
-        assert differences(PRESETS[name], PRESETS[base]) == "`action_bins` None there, 256 here", name
-        assert run_config("reach-v3", "gipo", 0, PRESETS[name]).env_config["action_bins"] == 256
+        assert differences(preset, other) == "`action_bins` None there, 256 here", name
+        assert run_config("reach-v3", "gipo", 0, preset).env_config["action_bins"] == 256
     assert "action_bins" not in run_config("reach-v3", "gipo", 0, PRESETS["small"]).env_config
 
 
