@@ -322,7 +322,8 @@ on, or AGIPO's anchor to the behaviour policy, AGIPO no longer drifts — its |l
 — its return no longer collapses and it learns more than without either; but APPO given the same term
 is not behind it (not separated with the KL loss, ahead in final success with the anchor); there
 APPO's clip zeroes almost no sample, so this is not the regime where clipping stalls. Where the
-clip zeroes few samples (fresh data), GIPO and the clip cannot differ much, and they do not.
+clip zeroes few samples (fresh data, or light reuse with the 256-bin head), GIPO and the clip cannot
+differ much, and they do not.
 
 **The anchor is not what makes GIPO win in the recipe.** Without it (`kl_coeff` 0, both arms,
 reach-v3 and handle-press-v3 × 3 seeds) GIPO drifts further — |log r| p95 ≈ 4 against ≈ 1.1 with
@@ -352,7 +353,7 @@ ahead: final success −0.17 [−0.31, −0.03], AUC −0.07 [−0.13, −0.02];
 0.13 / 0.13): neither objective learns reach-v3 in 150k steps. APPO's policy stays almost uniform
 (entropy 22.1 of a uniform head's 22.2) while AGIPO's narrows (20.6), so the discrete head takes away
 the Gaussian's runaway drift and entropy collapse but not AGIPO's loss. Of the suspects for AGIPO, that
-leaves the missing anchor (`small_anchor`); `binned_light` asks the same of the head under light reuse.
+leaves the missing anchor (`small_anchor`); `binned_light` (below) asks the same of the head under light reuse.
 
 **The anchor is what AGIPO was missing, and APPO takes it too.** With AGIPO's shipped anchor,
 0.1·KL(π_behaviour ‖ π_θ) from the stored behaviour logits, in both arms (16 × 20 buffer, 2 tasks × 3
@@ -365,6 +366,21 @@ AGIPO is still behind in final success, −0.12 [−0.24, −0.02], though not i
 neither learns, returns 2.19 and 2.18). With the anchor APPO's clip zeroes 1 % of the samples, so
 this, like `small_kl`, is not the regime where clipping stalls: the anchor keeps both policies near the
 one that acted, and there the clip loses nothing that GIPO's weight could recover.
+
+**With 256 bins and light reuse the two objectives coincide, and do not separate.** With the protocol's
+head and a 16 × 2 buffer (no anchor, 2 tasks × 3 seeds) neither policy drifts: |log r| p95 0.19
+(AGIPO) against 0.18 (APPO), where the Gaussian head under the same reuse let AGIPO reach 4.7. APPO's
+clip zeroes 1 % of the samples and GIPO's weight is ~1 (ESS 0.99), so the two losses take almost the
+same gradients, and they end level: final success +0.02 [−0.07, +0.13], AUC +0.01 [−0.03, +0.05]; at
+this spread an interval excluding 0 would take about 130 pairs. It is a null, not a win: both arms
+learn little in 150k steps (handle-press-v3 0.20 against 0.16; reach-v3 neither), AGIPO's training
+return is lower in 5 of 6 pairs (reach-v3 1.32 against 2.05; handle-press-v3 1.80 against 1.83), and
+its entropy narrows more (22.17 → 19.56 against 20.67). Against their own Gaussian-head runs in
+`light`, the head raises AGIPO's AUC (+0.05 [+0.01, +0.12]) and lowers APPO's (−0.08 [−0.16, −0.01]),
+which is what closes the gap. So under light reuse AGIPO's drift and its loss came with the Gaussian
+head; under heavy reuse (`binned`) the bins cut the drift but not the loss. Where the policy does not
+drift, the clip stops nothing that GIPO's weight could recover: the bins remove AGIPO's loss here
+without giving it a lead.
 
 **Nor is its absence what makes GIPO lose in the VLA trainer.** With the published anchor in both
 arms (β = 0.1, exact over the 256 action tokens of each dimension, from the categorical stored when
