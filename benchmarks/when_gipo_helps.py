@@ -368,19 +368,20 @@ this, like `small_kl`, is not the regime where clipping stalls: the anchor keeps
 one that acted, and there the clip loses nothing that GIPO's weight could recover.
 
 **With 256 bins and light reuse the two objectives coincide, and do not separate.** With the protocol's
-head and a 16 × 2 buffer (no anchor, 2 tasks × 3 seeds) neither policy drifts: |log r| p95 0.19
-(AGIPO) against 0.18 (APPO), where the Gaussian head under the same reuse let AGIPO reach 4.7. APPO's
-clip zeroes 1 % of the samples and GIPO's weight is ~1 (ESS 0.99), so the two losses take almost the
-same gradients, and they end level: final success +0.02 [−0.07, +0.13], AUC +0.01 [−0.03, +0.05]; at
-this spread an interval excluding 0 would take about 130 pairs. It is a null, not a win: both arms
-learn little in 150k steps (handle-press-v3 0.20 against 0.16; reach-v3 neither), AGIPO's training
-return is lower in 5 of 6 pairs (reach-v3 1.32 against 2.05; handle-press-v3 1.80 against 1.83), and
-its entropy narrows more (22.17 → 19.56 against 20.67). Against their own Gaussian-head runs in
-`light`, the head raises AGIPO's AUC (+0.05 [+0.01, +0.12]) and lowers APPO's (−0.08 [−0.16, −0.01]),
-which is what closes the gap. So under light reuse AGIPO's drift and its loss came with the Gaussian
-head; under heavy reuse (`binned`) the bins cut the drift but not the loss. Where the policy does not
-drift, the clip stops nothing that GIPO's weight could recover: the bins remove AGIPO's loss here
-without giving it a lead.
+head and a 16 × 2 buffer (no anchor, 2 tasks × 3 seeds) neither policy drifts: |log r| p95 0.19 (AGIPO)
+against 0.18 (APPO), where the Gaussian head under the same reuse let AGIPO reach 4.7. APPO's clip
+zeroes 1 % of the samples and GIPO's weight is ~1 (ESS 0.99), so the two losses take almost the same
+gradients, and they end level: final success +0.02 [−0.07, +0.13], AUC +0.01 [−0.03, +0.05]; at this
+spread an interval excluding 0 would take about 130 pairs. It is a null, not a win: both arms learn
+little in 150k steps (handle-press-v3 0.20 against 0.16; reach-v3 neither), AGIPO's training return is
+lower in 5 of 6 pairs (reach-v3 1.32 against 2.05; handle-press-v3 1.80 against 1.83), and its entropy
+narrows more (22.17 → 19.56 against 20.67). Both are still moving at 150k steps (entropy falling,
+AGIPO's faster; |log r| p95 rising; the page's figure), so the null holds for this budget. Against their
+own Gaussian-head runs in `light`, the head raises AGIPO's AUC (+0.05 [+0.01, +0.12]) and lowers APPO's
+(−0.08 [−0.16, −0.01]), which is what closes the gap. So under light reuse AGIPO's drift and its loss
+came with the Gaussian head; under heavy reuse (`binned`) the bins cut the drift but not the loss. Where
+the policy does not drift, the clip stops nothing that GIPO's weight could recover: the bins remove
+AGIPO's loss here without giving it a lead.
 
 **Nor is its absence what makes GIPO lose in the VLA trainer.** With the published anchor in both
 arms (β = 0.1, exact over the 256 action tokens of each dimension, from the categorical stored when
